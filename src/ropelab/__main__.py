@@ -1,0 +1,5 @@
+"""``python -m ropelab`` runs the CLI."""
+
+from ropelab.cli import main
+
+raise SystemExit(main())

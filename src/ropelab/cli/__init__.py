@@ -1,0 +1,54 @@
+"""The ``ropelab`` command. Bad input prints one line on stderr and exits 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ropelab import __version__
+from ropelab.errors import RopeConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ropelab.cli import rope_cmds
+
+    parser = _Parser(
+        prog="ropelab",
+        description="Positional encodings and context-window extension for transformer language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"ropelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    rope_cmds.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except RopeConfigError as err:
+        sys.stderr.write(f"ropelab {args.command}: error: {err}\n")
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        sys.stderr.write(f"ropelab {args.command}: error: {err.strerror}: {err.filename}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"ropelab {args.command}: interrupted; finished work is in results.jsonl\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Command-line pieces shared by the commands: RoPE method flags and the --out folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ropelab.errors import RopeConfigError
+from ropelab.rope.core import Rope
+from ropelab.rope.frequencies import get_method
+
+#: flag dest -> RopeConfig field, for the method parameters a user can set on the command line.
+_PARAM_FLAGS: dict[str, str] = {
+    "factor": "factor",
+    "base": "base",
+    "head_dim": "head_dim",
+    "partial_rotary_factor": "partial_rotary_factor",
+    "original_max_position_embeddings": "original_max_position_embeddings",
+    "max_position_embeddings": "max_position_embeddings",
+    "attention_factor": "attention_factor",
+    "beta_fast": "beta_fast",
+    "beta_slow": "beta_slow",
+    "mscale": "mscale",
+    "mscale_all_dim": "mscale_all_dim",
+    "short_factor": "short_factor",
+    "long_factor": "long_factor",
+    "low_freq_factor": "low_freq_factor",
+    "high_freq_factor": "high_freq_factor",
+    "mixed_exponent": "mixed_exponent",
+}
+#: parameters that describe the model rather than the method: every method takes them
+_MODEL_PARAMS = {"base", "head_dim", "partial_rotary_factor", "original_max_position_embeddings"}
+
+
+def float_list(text: str) -> list[float]:
+    """``1.0,1.2,...`` or ``@file.json`` (a JSON list) -> list of floats."""
+    try:
+        if text.startswith("@"):
+            value = json.loads(Path(text[1:]).read_text())
+            if not isinstance(value, list):
+                raise ValueError
+            return [float(v) for v in value]
+        return [float(v) for v in text.split(",") if v.strip()]
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"no such file: {text[1:]}") from None
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers or @file.json with a list, got {text!r}"
+        ) from None
+
+
+def add_method_args(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """The ``--method`` flag and every RoPE parameter flag."""
+    g = parser.add_argument_group("RoPE method")
+    g.add_argument(
+        "--method",
+        help="method name from `ropelab methods`" + (" (comma-separated for several)" if several else ""),
+    )
+    g.add_argument("--factor", type=float, help="scale factor s >= 1 (new length / trained length)")
+    g.add_argument("--base", type=float, help="RoPE base (rope_theta), default 10000")
+    g.add_argument("--head-dim", type=int, help="channels per attention head, default 64")
+    g.add_argument("--partial-rotary-factor", type=float, help="fraction of head_dim that rotates")
+    g.add_argument(
+        "--original-max-position-embeddings",
+        "--trained-length",
+        type=int,
+        dest="original_max_position_embeddings",
+        help="L0: the length the model was trained on",
+    )
+    g.add_argument("--max-position-embeddings", type=int, help="the extended length a config advertises")
+    g.add_argument("--attention-factor", type=float, help="explicit cos/sin multiplier (YaRN, LongRoPE)")
+    g.add_argument("--beta-fast", type=float, help="YaRN ramp bound in rotations (default 32)")
+    g.add_argument("--beta-slow", type=float, help="YaRN ramp bound in rotations (default 1)")
+    g.add_argument("--mscale", type=float, help="YaRN (DeepSeek) mscale")
+    g.add_argument("--mscale-all-dim", type=float, help="YaRN (DeepSeek) mscale_all_dim")
+    g.add_argument("--no-truncate", action="store_true", help="YaRN: do not floor/ceil the correction range")
+    g.add_argument("--short-factor", type=float_list, help="LongRoPE short factors: a,b,... or @file.json")
+    g.add_argument("--long-factor", type=float_list, help="LongRoPE long factors: a,b,... or @file.json")
+    g.add_argument("--low-freq-factor", type=float, help="Llama-3 low_freq_factor (default 1)")
+    g.add_argument("--high-freq-factor", type=float, help="Llama-3 high_freq_factor (default 4)")
+    g.add_argument("--mixed-exponent", type=float, help="NTK-mixed exponent c (default 0.625)")
+    g.add_argument("--log-n", action="store_true", help="scale queries by max(1, log n / log L0)")
+    g.add_argument("--hf-config", type=Path, help="a transformers config.json: model geometry and its RoPE")
+
+
+def read_hf_config(path: Path) -> dict[str, Any]:
+    """Geometry and RoPE parameters of a transformers ``config.json``."""
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RopeConfigError(f"--hf-config: no such file: {path}") from None
+    except json.JSONDecodeError as err:
+        raise RopeConfigError(
+            f"--hf-config: {path} is not valid JSON ({err.msg}, line {err.lineno})"
+        ) from None
+    if not isinstance(cfg, dict):
+        raise RopeConfigError(f"--hf-config: {path} must hold a JSON object")
+    cfg = cfg.get("text_config", cfg) if "rope_theta" not in cfg and "rope_parameters" not in cfg else cfg
+    head_dim = cfg.get("head_dim")
+    if not head_dim:
+        try:
+            head_dim = int(cfg["hidden_size"]) // int(cfg["num_attention_heads"])
+        except KeyError:
+            raise RopeConfigError(
+                f"--hf-config: {path} has neither head_dim nor hidden_size and num_attention_heads"
+            ) from None
+    rope_parameters = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    partial = cfg.get("partial_rotary_factor", cfg.get("rotary_pct"))
+    out = {
+        "head_dim": int(head_dim),
+        "rope_parameters": rope_parameters,
+        "rope_theta": rope_parameters.pop("rope_theta", None) or cfg.get("rope_theta", 10000.0),
+        "partial_rotary_factor": rope_parameters.pop("partial_rotary_factor", None) or partial,
+        "max_position_embeddings": cfg.get("max_position_embeddings"),
+    }
+    if cfg.get("original_max_position_embeddings") and rope_parameters:
+        # Phi-3 keeps it outside rope_scaling; transformers gives it priority
+        rope_parameters["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+    return out
+
+
+def method_names(args: argparse.Namespace) -> list[str]:
+    names = [m.strip() for m in (args.method or "").split(",") if m.strip()]
+    for name in names:
+        get_method("default" if name == "none" else name)
+    return ["default" if n == "none" else n for n in names]
+
+
+def ropes_from_args(args: argparse.Namespace) -> list[Rope]:
+    """One :class:`Rope` per ``--method`` name, with the flags given.
+
+    With several methods, a flag a method does not take is left out for that method (so
+    ``--method linear,ntk,dynamic-yarn --factor 4`` works); with one method it is an error.
+    """
+    given = {
+        field: getattr(args, dest)
+        for dest, field in _PARAM_FLAGS.items()
+        if getattr(args, dest, None) is not None
+    }
+    if getattr(args, "no_truncate", False):
+        given["truncate"] = False
+    if getattr(args, "log_n", False):
+        given["log_n"] = True
+    names = method_names(args)
+    hf = read_hf_config(args.hf_config) if getattr(args, "hf_config", None) else None
+    if hf is not None and not names:
+        params = dict(hf["rope_parameters"])
+        params.update(
+            {k: v for k, v in given.items() if k not in ("head_dim", "base", "max_position_embeddings")}
+        )
+        return [
+            Rope.from_hf(
+                params,
+                head_dim=given.get("head_dim", hf["head_dim"]),
+                rope_theta=given.get("base", hf["rope_theta"]),
+                partial_rotary_factor=hf["partial_rotary_factor"],
+                max_position_embeddings=given.get("max_position_embeddings", hf["max_position_embeddings"]),
+            )
+        ]
+    if not names:
+        raise RopeConfigError("--method is required (see `ropelab methods`), or give --hf-config")
+    base: dict[str, Any] = {}
+    if hf is not None:
+        base = {"head_dim": hf["head_dim"], "base": float(hf["rope_theta"])}
+        if hf["partial_rotary_factor"]:
+            base["partial_rotary_factor"] = hf["partial_rotary_factor"]
+        trained = (
+            hf["rope_parameters"].get("original_max_position_embeddings") or hf["max_position_embeddings"]
+        )
+        if trained:
+            base["original_max_position_embeddings"] = int(trained)
+    base.update(given)
+    ropes = []
+    for name in names:
+        params = dict(base)
+        if len(names) > 1:
+            accepted = get_method(name).params | _MODEL_PARAMS | {"log_n"}
+            params = {k: v for k, v in params.items() if k in accepted}
+        ropes.append(Rope(name, **params))
+    return ropes
+
+
+def add_out_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(default),
+        help=f"folder for results.jsonl and plots (default {default})",
+    )

@@ -1,0 +1,139 @@
+"""`ropelab methods`, `ropelab inspect`, `ropelab export`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from ropelab.cli.common import add_method_args, add_out_arg, ropes_from_args
+from ropelab.errors import RopeConfigError
+from ropelab.export import FORMATS, export
+from ropelab.report import append_jsonl, format_table
+from ropelab.rope.frequencies import METHODS
+from ropelab.rope.inspect import pair_views, summarize
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("methods", help="the RoPE methods: name, one line, paper")
+    p.set_defaults(run=run_methods)
+
+    p = sub.add_parser(
+        "inspect",
+        help="per-pair wavelength, scale and turns in training vs at the target length",
+        description="For each rotary pair: its wavelength, how the method scales its frequency, the turns "
+        "it completes inside the trained length and at the target length, and whether it is untouched, "
+        "interpolates, or extrapolates to angles never seen in training.",
+    )
+    add_method_args(p, several=True)
+    p.add_argument("--target-length", type=int, help="length to inspect at (default: factor * L0)")
+    p.add_argument(
+        "--plot",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PNG",
+        help="write a PNG comparing the methods (default OUT/inspect.png)",
+    )
+    add_out_arg(p, "out/inspect")
+    p.set_defaults(run=run_inspect)
+
+    p = sub.add_parser("export", help="the method as HF rope_parameters, vLLM arguments or llama.cpp flags")
+    add_method_args(p)
+    p.add_argument("--format", default="hf", help=f"comma-separated, from: {', '.join(FORMATS)} (default hf)")
+    add_out_arg(p, "out/export")
+    p.set_defaults(run=run_export)
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    rows = [
+        {"method": m.name, "transformers": m.hf_name or "-", "what it does": m.doc, "paper": m.paper}
+        for m in METHODS.values()
+    ]
+    print(format_table(rows))
+    print("\nlog-n (--log-n) is an attention-scale option usable with any method.")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    ropes = ropes_from_args(args)
+    trained = next((r.config.trained_length for r in ropes if r.config.trained_length), None)
+    if trained is None:
+        raise RopeConfigError("inspect needs the trained length: pass --original-max-position-embeddings")
+    target = args.target_length or round(trained * max(r.config.scale for r in ropes))
+    views: dict[str, list[dict]] = {}
+    for rope in ropes:
+        rows = pair_views(rope, target, trained_length=trained)
+        label = rope.config.method + (f" s={rope.config.scale:g}" if rope.config.scale != 1 else "")
+        views[label] = [r.as_dict() for r in rows]
+        counts = summarize(rows)
+        print(
+            f"\n{rope!r}  trained L0={trained}  target T={target}  attention scaling "
+            f"{rope.frequencies(target)[1]:.6g}"
+        )
+        print(
+            format_table(
+                views[label],
+                [
+                    "pair",
+                    "wavelength",
+                    "scaled_wavelength",
+                    "scale",
+                    "rotations_trained",
+                    "rotations_target",
+                    "regime",
+                ],
+                headers={
+                    "scaled_wavelength": "new wavelength",
+                    "rotations_trained": "turns@L0",
+                    "rotations_target": "turns@T",
+                },
+            )
+        )
+        print("pairs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        append_jsonl(
+            args.out / "results.jsonl",
+            {
+                "command": "inspect",
+                "time": time.time(),
+                "rope": rope.to_dict(),
+                "trained_length": trained,
+                "target_length": target,
+                "summary": counts,
+                "pairs": views[label],
+            },
+        )
+    if args.plot is not None:
+        from ropelab.report.plots import plot_pair_views
+
+        path = plot_pair_views(
+            views,
+            args.plot or args.out / "inspect.png",
+            trained_length=trained,
+            target_length=target,
+            title=f"RoPE pairs, head_dim {ropes[0].config.head_dim}, base {ropes[0].config.base:g}",
+        )
+        print(f"\nplot: {path}")
+    print(f"results: {args.out / 'results.jsonl'}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    ropes = ropes_from_args(args)
+    if len(ropes) != 1:
+        raise RopeConfigError("export takes one --method")
+    rope = ropes[0]
+    for fmt in [f.strip() for f in args.format.split(",") if f.strip()]:
+        out = export(rope, fmt)
+        print(f"# {fmt}")
+        if fmt == "hf":
+            print(json.dumps(out, indent=2))
+        else:
+            print(out["command"])
+            if "legacy_command" in out:
+                print(f"# older vLLM:\n{out['legacy_command']}")
+        append_jsonl(
+            args.out / "results.jsonl",
+            {"command": "export", "time": time.time(), "format": fmt, "rope": rope.to_dict(), "export": out},
+        )
+    return 0

@@ -1,0 +1,215 @@
+"""The same RoPE method for the serving stacks: HF config, vLLM arguments, llama.cpp flags.
+
+Each exporter either gives an exact equivalent or raises :class:`RopeConfigError` saying what the
+stack cannot express. Exact means: the stack computes the same inverse frequencies and the same
+attention factor as ``Rope.frequencies`` for this configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from typing import Any
+
+from ropelab.errors import RopeConfigError
+from ropelab.rope.config import DEFAULT_MIXED_EXPONENT
+from ropelab.rope.core import Rope
+from ropelab.rope.frequencies import yarn_mscale
+
+FORMATS = ("hf", "vllm", "llama.cpp")
+
+
+def _cannot(rope: Rope, stack: str, why: str) -> RopeConfigError:
+    return RopeConfigError(f"{stack} cannot express method {rope.config.method!r}: {why}")
+
+
+def to_hf(rope: Rope) -> dict[str, Any]:
+    """The transformers v5 ``rope_parameters`` dict (``rope_theta`` inside).
+
+    ``ntk`` becomes ``default`` with the NTK base (exactly equivalent); ``ntk-by-parts`` becomes
+    ``yarn`` with ``attention_factor`` 1.0. transformers has no ``ntk-mixed``, ``dynamic-yarn`` or
+    log-n; use ``ropelab.hf.extend`` for those.
+    """
+    cfg = rope.config
+    if cfg.log_n:
+        raise _cannot(rope, "transformers' config", "log-n query scaling is not a rope_parameters option")
+    params: dict[str, Any] = {"rope_theta": cfg.base}
+    method = cfg.method
+    if method == "ntk":
+        d = cfg.rotary_dim
+        params = {"rope_type": "default", "rope_theta": cfg.base * cfg.scale ** (d / (d - 2))}
+    elif method in ("ntk-mixed", "dynamic-yarn"):
+        raise _cannot(rope, "transformers' config", "no such rope_type; apply it with ropelab.hf.extend")
+    else:
+        hf_type = "yarn" if method == "ntk-by-parts" else rope.method.hf_name
+        assert hf_type is not None
+        params["rope_type"] = hf_type
+        if method != "default":
+            params["factor"] = cfg.scale
+        if method in ("yarn", "ntk-by-parts", "llama3", "longrope"):
+            params["original_max_position_embeddings"] = cfg.trained_length
+        if method == "ntk-by-parts":
+            params["attention_factor"] = 1.0
+        for key in (
+            "attention_factor",
+            "beta_fast",
+            "beta_slow",
+            "mscale",
+            "mscale_all_dim",
+            "low_freq_factor",
+            "high_freq_factor",
+        ):
+            value = getattr(cfg, key)
+            if value is not None:
+                params[key] = value
+        if method == "llama3":
+            params.setdefault("low_freq_factor", 1.0)
+            params.setdefault("high_freq_factor", 4.0)
+        if method in ("yarn", "ntk-by-parts") and not cfg.truncate:
+            params["truncate"] = False
+        if method == "longrope":
+            params["short_factor"] = list(cfg.short_factor or ())
+            params["long_factor"] = list(cfg.long_factor or ())
+    if cfg.partial_rotary_factor != 1.0:
+        params["partial_rotary_factor"] = cfg.partial_rotary_factor
+    return params
+
+
+def hf_model_overrides(rope: Rope) -> dict[str, Any]:
+    """The config keys to set on an HF model config: ``rope_parameters`` and the new length."""
+    out: dict[str, Any] = {"rope_parameters": to_hf(rope)}
+    trained = rope.config.trained_length
+    if trained is not None and rope.config.method not in ("default", "dynamic"):
+        out["max_position_embeddings"] = round(trained * rope.config.scale)
+    return out
+
+
+def to_vllm(rope: Rope) -> dict[str, Any]:
+    """vLLM arguments: ``hf_overrides`` (current vLLM) and the legacy ``--rope-scaling`` JSON.
+
+    NTK-mixed maps to vLLM's ``ntk`` scaling with ``mixed_b`` (the same formula).
+    """
+    cfg = rope.config
+    if cfg.method == "ntk-mixed":
+        c = cfg.mixed_exponent if cfg.mixed_exponent is not None else DEFAULT_MIXED_EXPONENT
+        params: dict[str, Any] = {
+            "rope_type": "ntk",
+            "factor": cfg.scale,
+            "mixed_b": c,
+            "rope_theta": cfg.base,
+        }
+        if cfg.log_n:
+            raise _cannot(rope, "vLLM", "log-n query scaling is not a vLLM rope option")
+    elif cfg.method in ("dynamic-yarn", "proportional"):
+        raise _cannot(rope, "vLLM", "no such rope_type in vLLM")
+    else:
+        try:
+            params = to_hf(rope)
+        except RopeConfigError as err:
+            raise RopeConfigError(str(err).replace("transformers' config", "vLLM")) from None
+    overrides: dict[str, Any] = {"rope_parameters": params}
+    trained = cfg.trained_length
+    if trained is not None and cfg.method != "default":
+        overrides["max_position_embeddings"] = round(trained * cfg.scale)
+    legacy = {k: v for k, v in params.items() if k != "rope_theta"}
+    args = ["--hf-overrides", json.dumps(overrides)]
+    legacy_args = ["--rope-scaling", json.dumps(legacy), "--rope-theta", repr(float(params["rope_theta"]))]
+    if "max_position_embeddings" in overrides:
+        args += ["--max-model-len", str(overrides["max_position_embeddings"])]
+        legacy_args += ["--max-model-len", str(overrides["max_position_embeddings"])]
+    return {
+        "hf_overrides": overrides,
+        "args": args,
+        "command": "vllm serve MODEL " + shlex.join(args),
+        "legacy_args": legacy_args,
+        "legacy_command": "vllm serve MODEL " + shlex.join(legacy_args),
+    }
+
+
+def to_llamacpp(rope: Rope) -> dict[str, Any]:
+    """llama.cpp flags (``llama-cli`` / ``llama-server``).
+
+    llama.cpp's own YaRN multiplies its cos/sin by 0.1*ln(s)+1 and by ``--yarn-attn-factor``,
+    so an explicit attention factor is passed as the ratio to that default.
+    """
+    cfg = rope.config
+    method = cfg.method
+    if cfg.log_n:
+        raise _cannot(rope, "llama.cpp", "log-n query scaling has no flag")
+    flags: list[str]
+    if method == "default":
+        flags = ["--rope-scaling", "none", "--rope-freq-base", _num(cfg.base)]
+    elif method == "linear":
+        flags = [
+            "--rope-scaling",
+            "linear",
+            "--rope-scale",
+            _num(cfg.scale),
+            "--rope-freq-base",
+            _num(cfg.base),
+        ]
+    elif method == "ntk":
+        d = cfg.rotary_dim
+        flags = ["--rope-scaling", "none", "--rope-freq-base", _num(cfg.base * cfg.scale ** (d / (d - 2)))]
+    elif method in ("yarn", "ntk-by-parts"):
+        if not cfg.truncate:
+            raise _cannot(
+                rope, "llama.cpp", "its YaRN always truncates the correction range (truncate=false)"
+            )
+        scale = cfg.scale
+        if method == "ntk-by-parts":
+            attention = 1.0
+        elif cfg.attention_factor is not None:
+            attention = cfg.attention_factor
+        elif cfg.mscale and cfg.mscale_all_dim:
+            attention = yarn_mscale(scale, cfg.mscale) / yarn_mscale(scale, cfg.mscale_all_dim)
+        else:
+            attention = yarn_mscale(scale)
+        flags = [
+            "--rope-scaling",
+            "yarn",
+            "--rope-scale",
+            _num(scale),
+            "--rope-freq-base",
+            _num(cfg.base),
+            "--yarn-orig-ctx",
+            str(cfg.trained_length),
+            "--yarn-beta-fast",
+            _num(cfg.beta_fast or 32),
+            "--yarn-beta-slow",
+            _num(cfg.beta_slow or 1),
+        ]
+        default_attention = yarn_mscale(scale)
+        if not math.isclose(attention, default_attention, rel_tol=1e-12):
+            flags += ["--yarn-attn-factor", _num(attention / default_attention)]
+    else:
+        why = {
+            "llama3": "llama.cpp reads Llama-3 scaling from the GGUF's rope_freqs tensor, not from flags",
+            "longrope": "llama.cpp reads LongRoPE factors from the GGUF's rope factor tensors",
+            "dynamic": "llama.cpp has no dynamic NTK",
+            "dynamic-yarn": "llama.cpp has no dynamic YaRN",
+            "ntk-mixed": "llama.cpp has no per-frequency NTK-mixed flag",
+            "proportional": "llama.cpp has no proportional RoPE flag",
+        }[method]
+        raise _cannot(rope, "llama.cpp", why)
+    ctx = round((cfg.trained_length or 0) * cfg.scale)
+    if ctx and method != "default":
+        flags += ["--ctx-size", str(ctx)]
+    return {"flags": flags, "command": "llama-cli -m MODEL.gguf " + shlex.join(flags)}
+
+
+def _num(x: float) -> str:
+    """A float as llama.cpp expects it: shortest round-trip text, no trailing .0 noise."""
+    return repr(float(x)).removesuffix(".0") if float(x).is_integer() else repr(float(x))
+
+
+def export(rope: Rope, fmt: str) -> dict[str, Any]:
+    """Dispatch by format name: ``hf``, ``vllm`` or ``llama.cpp``."""
+    if fmt == "hf":
+        return hf_model_overrides(rope)
+    if fmt == "vllm":
+        return to_vllm(rope)
+    if fmt in ("llama.cpp", "llamacpp", "gguf"):
+        return to_llamacpp(rope)
+    raise RopeConfigError(f"unknown export format {fmt!r}; choose from: {', '.join(FORMATS)}")

@@ -1,0 +1,73 @@
+"""PNG plots. matplotlib is imported lazily (the ``plot`` extra) and always with the Agg backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ropelab.errors import RopeConfigError
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or a clear error if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RopeConfigError("plots need matplotlib: pip install 'ropelab[plot]'") from None
+    return plt
+
+
+def plot_pair_views(
+    views: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    *,
+    trained_length: int,
+    target_length: int,
+    title: str = "",
+) -> Path:
+    """Methods side by side over the pair index: frequency scale, and rotations at the target length.
+
+    ``views``: label -> rows of :class:`ropelab.rope.inspect.PairView` as dicts.
+    """
+    plt = pyplot()
+    fig, (ax_scale, ax_rot) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, rows in views.items():
+        pairs = [r["pair"] for r in rows]
+        ax_scale.plot(pairs, [r["scale"] for r in rows], marker=".", label=label)
+        ax_rot.plot(pairs, [max(r["rotations_target"], 1e-12) for r in rows], marker=".", label=label)
+    first = next(iter(views.values()))
+    ax_rot.plot(
+        [r["pair"] for r in first],
+        [r["rotations_trained"] for r in first],
+        "k--",
+        label=f"seen in training (L0={trained_length})",
+    )
+    ax_rot.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax_rot.text(0, 1.05, "one full turn", color="grey", fontsize=8)
+    ax_scale.set(
+        xlabel="rotary pair i (fast -> slow)",
+        ylabel="theta'_i / theta_i",
+        yscale="log",
+        title="frequency scale (1 = untouched, 1/s = PI)",
+    )
+    ax_rot.set(
+        xlabel="rotary pair i (fast -> slow)",
+        ylabel="turns completed",
+        yscale="log",
+        title=f"turns at the target length T={target_length}",
+    )
+    for ax in (ax_scale, ax_rot):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,220 @@
+"""`RopeConfig`: every parameter a RoPE scaling method can take, validated once.
+
+A frozen dataclass, so a method function can never change it, and a config can key a cache.
+Unknown keys, non-finite numbers and parameters that a method does not use are rejected
+with :class:`ropelab.RopeConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ropelab.errors import RopeConfigError, did_you_mean
+
+#: Su's exponent for NTK-mixed (kexue.fm 9706); vLLM calls it ``mixed_b``.
+DEFAULT_MIXED_EXPONENT = 0.625
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    """Parameters of a RoPE method.
+
+    Notation follows ``METHODS.md``: d = ``rotary_dim`` = int(head_dim * partial_rotary_factor),
+    b = ``base``, s = ``factor``, L0 = ``original_max_position_embeddings`` (the trained length).
+
+    Attributes:
+        method: a name in :data:`ropelab.METHODS`.
+        head_dim: channels per attention head.
+        base: RoPE base b (HF ``rope_theta``).
+        factor: scale factor s >= 1; ``None`` means 1, or for ``yarn``/``longrope`` the ratio
+            ``max_position_embeddings / original_max_position_embeddings`` as transformers derives it.
+        partial_rotary_factor: fraction of ``head_dim`` that rotates (GPT-NeoX 0.25, Phi-2 0.4).
+        original_max_position_embeddings: L0, the length the model was trained on.
+        max_position_embeddings: the extended length a config advertises (used only to derive
+            ``factor`` where transformers does).
+        attention_factor: explicit cos/sin multiplier (YaRN mscale, LongRoPE scale); wins over derived.
+        beta_fast, beta_slow: YaRN / NTK-by-parts ramp bounds in rotations (defaults 32 and 1).
+        mscale, mscale_all_dim: DeepSeek-style YaRN attention factor inputs.
+        truncate: YaRN: floor/ceil the correction range (transformers' default ``True``).
+        short_factor, long_factor: LongRoPE per-frequency rescale factors, d/2 each.
+        low_freq_factor, high_freq_factor: Llama-3 band edges (Meta: 1 and 4).
+        mixed_exponent: NTK-mixed exponent c (Su: 0.625).
+        log_n: scale queries at position n by max(1, log n / log L0) (Su, kexue.fm 9706).
+    """
+
+    method: str = "default"
+    head_dim: int = 64
+    base: float = 10000.0
+    factor: float | None = None
+    partial_rotary_factor: float = 1.0
+    original_max_position_embeddings: int | None = None
+    max_position_embeddings: int | None = None
+    attention_factor: float | None = None
+    beta_fast: float | None = None
+    beta_slow: float | None = None
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    truncate: bool = True
+    short_factor: tuple[float, ...] | None = None
+    long_factor: tuple[float, ...] | None = None
+    low_freq_factor: float | None = None
+    high_freq_factor: float | None = None
+    mixed_exponent: float | None = None
+    log_n: bool = False
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def rotary_dim(self) -> int:
+        """d: the number of channels that rotate (as transformers: int(head_dim * partial))."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def scale(self) -> float:
+        """The factor s the method uses (explicit, derived, or 1)."""
+        if self.factor is not None:
+            return float(self.factor)
+        if (
+            self.method in ("yarn", "longrope", "ntk-by-parts")
+            and self.max_position_embeddings
+            and self.original_max_position_embeddings
+        ):
+            return self.max_position_embeddings / self.original_max_position_embeddings
+        return 1.0
+
+    @property
+    def trained_length(self) -> int | None:
+        """L0, falling back to ``max_position_embeddings`` as transformers does."""
+        return self.original_max_position_embeddings or self.max_position_embeddings
+
+    def replace(self, **changes: Any) -> RopeConfig:
+        """A copy with ``changes`` applied, validated again."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        check_keys(changes)
+        values.update(changes)
+        return RopeConfig(**values)
+
+    # -------------------------------------------------------------- validation
+    def __post_init__(self) -> None:
+        for name in ("short_factor", "long_factor"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                try:
+                    object.__setattr__(self, name, tuple(float(v) for v in value))
+                except (TypeError, ValueError):
+                    raise RopeConfigError(f"{name} must be a list of numbers, got {value!r}") from None
+        self._check_numbers()
+        self._check_method()
+
+    def _check_numbers(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("method", "truncate", "log_n") or value is None:
+                continue
+            items = value if isinstance(value, tuple) else (value,)
+            for v in items:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise RopeConfigError(f"{f.name} must be a number, got {v!r}")
+                if not math.isfinite(v):
+                    raise RopeConfigError(f"{f.name} must be a finite number, got {v!r}")
+        if not isinstance(self.head_dim, int) or self.head_dim <= 0:
+            raise RopeConfigError(f"head_dim must be a positive integer, got {self.head_dim!r}")
+        if self.base <= 1.0:
+            raise RopeConfigError(f"base (rope_theta) must be > 1, got {self.base!r}")
+        if not 0.0 < self.partial_rotary_factor <= 1.0:
+            raise RopeConfigError(
+                f"partial_rotary_factor must be in (0, 1], got {self.partial_rotary_factor!r}"
+            )
+        for name in ("original_max_position_embeddings", "max_position_embeddings"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < 1):
+                raise RopeConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.factor is not None and self.factor < 1.0:
+            raise RopeConfigError(
+                f"factor must be >= 1 (it is the context extension ratio), got {self.factor!r}; "
+                "to shrink the context, train at the shorter length instead"
+            )
+        if self.attention_factor is not None and self.attention_factor <= 0:
+            raise RopeConfigError(f"attention_factor must be > 0, got {self.attention_factor!r}")
+        if self.beta_fast is not None and self.beta_slow is not None and self.beta_fast < self.beta_slow:
+            raise RopeConfigError(
+                f"beta_fast ({self.beta_fast}) must be >= beta_slow ({self.beta_slow}): "
+                "beta_fast counts the rotations of the fastest dimensions that still extrapolate"
+            )
+        if (
+            self.low_freq_factor is not None
+            and self.high_freq_factor is not None
+            and self.high_freq_factor <= self.low_freq_factor
+        ):
+            raise RopeConfigError(
+                f"high_freq_factor ({self.high_freq_factor}) must be > "
+                f"low_freq_factor ({self.low_freq_factor})"
+            )
+
+    def _check_method(self) -> None:
+        from ropelab.rope.frequencies import METHODS
+
+        info = METHODS.get(self.method)
+        if info is None:
+            raise RopeConfigError(
+                f"unknown RoPE method {self.method!r}{did_you_mean(self.method, METHODS)}; "
+                f"choose one of: {', '.join(METHODS)}"
+            )
+        d = self.rotary_dim
+        if self.method != "proportional" and (d < 2 or d % 2):
+            raise RopeConfigError(
+                f"rotary dim int(head_dim * partial_rotary_factor) = {d} must be even and >= 2 "
+                f"(head_dim={self.head_dim}, partial_rotary_factor={self.partial_rotary_factor})"
+            )
+        if self.method == "proportional" and self.head_dim % 2:
+            raise RopeConfigError(f"proportional RoPE needs an even head_dim, got {self.head_dim}")
+        for f in fields(self):
+            if f.name in _ALWAYS or f.name in info.params:
+                continue
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if f.name == "factor" and value == 1.0:
+                continue  # factor 1 is the identity everywhere: harmless
+            if f.name == "max_position_embeddings":
+                continue  # informational for methods that do not derive from it
+            raise RopeConfigError(
+                f"method {self.method!r} does not use {f.name!r} (it takes: "
+                f"{', '.join(sorted(info.params)) or 'no extra parameters'}); remove it"
+            )
+        if (info.needs_trained_length or self.log_n) and self.trained_length is None:
+            what = f"method {self.method!r}" if info.needs_trained_length else "log_n scaling"
+            raise RopeConfigError(
+                f"{what} needs original_max_position_embeddings (the length the model was trained on); "
+                "pass it (CLI: --original-max-position-embeddings 4096)"
+            )
+        if self.method == "longrope":
+            for name in ("short_factor", "long_factor"):
+                value = getattr(self, name)
+                if value is None:
+                    raise RopeConfigError(f"longrope needs {name}: a list of {d // 2} numbers (one per pair)")
+                if len(value) != d // 2:
+                    raise RopeConfigError(
+                        f"longrope {name} has {len(value)} entries; it needs rotary_dim / 2 = {d // 2}"
+                    )
+                if min(value) <= 0:
+                    raise RopeConfigError(f"longrope {name} entries must be > 0")
+
+
+#: Fields every method accepts.
+_ALWAYS = frozenset(
+    {"method", "head_dim", "base", "partial_rotary_factor", "log_n", "original_max_position_embeddings"}
+)
+
+_FIELD_NAMES = frozenset(f.name for f in fields(RopeConfig))
+
+
+def check_keys(kwargs: dict[str, Any], *, where: str = "RoPE parameter") -> None:
+    """Reject keys that are not RopeConfig fields, with a "did you mean"."""
+    for key in kwargs:
+        if key not in _FIELD_NAMES:
+            raise RopeConfigError(
+                f"unknown {where} {key!r}{did_you_mean(key, _FIELD_NAMES)}; "
+                f"valid: {', '.join(sorted(_FIELD_NAMES))}"
+            )

@@ -1,0 +1,208 @@
+"""`Rope`: a configured RoPE method that gives frequencies, cos/sin tables and log-n scales."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+from typing import Any
+
+import torch
+
+from ropelab.errors import RopeConfigError, did_you_mean
+from ropelab.rope.config import RopeConfig, check_keys
+from ropelab.rope.frequencies import Method, get_method
+
+#: transformers' ``rope_parameters`` / ``rope_scaling`` key -> RopeConfig field.
+_HF_KEYS = {
+    "rope_theta": "base",
+    "factor": "factor",
+    "partial_rotary_factor": "partial_rotary_factor",
+    "attention_factor": "attention_factor",
+    "beta_fast": "beta_fast",
+    "beta_slow": "beta_slow",
+    "mscale": "mscale",
+    "mscale_all_dim": "mscale_all_dim",
+    "truncate": "truncate",
+    "short_factor": "short_factor",
+    "long_factor": "long_factor",
+    "low_freq_factor": "low_freq_factor",
+    "high_freq_factor": "high_freq_factor",
+    "original_max_position_embeddings": "original_max_position_embeddings",
+    "mixed_b": "mixed_exponent",
+    "mixed_exponent": "mixed_exponent",
+    "log_n": "log_n",
+}
+
+#: Angles are exact in float32 only while position * inv_freq keeps its integer part; the product's
+#: rounding error grows with the position (about 5e-4 rad at 8k). Float64 costs little on a [s, d/2] table.
+_ANGLE_DTYPE = torch.float64
+
+
+class Rope:
+    """A RoPE method with its parameters.
+
+    >>> rope = Rope("yarn", head_dim=64, base=10000.0, factor=4.0, original_max_position_embeddings=2048)
+    >>> inv_freq, scaling = rope.frequencies()          # float32 [32], float
+    >>> cos, sin = rope.cos_sin(torch.arange(8192))     # float32 [8192, 32] each (half tables)
+
+    Keyword arguments are the fields of :class:`RopeConfig`; unknown ones raise
+    :class:`ropelab.RopeConfigError` with a "did you mean".
+    """
+
+    def __init__(self, method: str = "default", **params: Any) -> None:
+        check_keys(params)
+        get_method(method)  # "did you mean" before anything else
+        self.config = RopeConfig(method=method, **params)
+        self._freq_cache: dict[int | None, tuple[torch.Tensor, float]] = {}
+
+    @classmethod
+    def from_config(cls, config: RopeConfig) -> Rope:
+        """A Rope for an existing :class:`RopeConfig`."""
+        values = asdict(config)
+        return cls(values.pop("method"), **values)
+
+    @classmethod
+    def from_hf(
+        cls,
+        rope_parameters: Mapping[str, Any] | None,
+        *,
+        head_dim: int,
+        max_position_embeddings: int | None = None,
+        rope_theta: float | None = None,
+        partial_rotary_factor: float | None = None,
+    ) -> Rope:
+        """Build from a transformers v5 ``rope_parameters`` or legacy ``rope_scaling`` dict.
+
+        Accepts ``rope_type`` or ``type``; ``rope_theta`` inside the dict or passed; every key
+        transformers reads. Follows transformers' defaults: ``original_max_position_embeddings``
+        falls back to ``max_position_embeddings`` (llama3, yarn, longrope), and dynamic NTK's trained
+        length is ``max_position_embeddings``.
+        """
+        params = dict(rope_parameters or {})
+        method = params.pop("rope_type", None)
+        legacy = params.pop("type", None)
+        if method is None:
+            method = legacy or "default"
+        elif legacy is not None and legacy != method:
+            raise RopeConfigError(f"rope_parameters has rope_type={method!r} but type={legacy!r}; keep one")
+        get_method(method)
+        kwargs: dict[str, Any] = {"head_dim": head_dim}
+        for key, value in params.items():
+            if key not in _HF_KEYS:
+                raise RopeConfigError(
+                    f"unknown rope_parameters key {key!r}{did_you_mean(key, _HF_KEYS)}; "
+                    f"valid: {', '.join(sorted(_HF_KEYS))}"
+                )
+            if value is not None:
+                kwargs[_HF_KEYS[key]] = value
+        if "base" not in kwargs:
+            kwargs["base"] = rope_theta if rope_theta is not None else 10000.0
+        if partial_rotary_factor is not None:
+            kwargs.setdefault("partial_rotary_factor", partial_rotary_factor)
+        if method in ("yarn", "longrope", "ntk-by-parts"):
+            kwargs["max_position_embeddings"] = max_position_embeddings
+        if method in ("yarn", "longrope", "llama3", "ntk-by-parts", "dynamic-yarn"):
+            kwargs.setdefault("original_max_position_embeddings", max_position_embeddings)
+        elif method == "dynamic":
+            # transformers' dynamic NTK measures the length against max_position_embeddings
+            kwargs["original_max_position_embeddings"] = max_position_embeddings
+        elif kwargs.get("log_n"):
+            kwargs.setdefault("original_max_position_embeddings", max_position_embeddings)
+        if method == "proportional" and kwargs.get("factor") is None:
+            kwargs.pop("factor", None)
+        return cls(method, **kwargs)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def method(self) -> Method:
+        return get_method(self.config.method)
+
+    @property
+    def rotary_dim(self) -> int:
+        """Channels that rotate (``head_dim`` for ``proportional``, whose extra pairs have frequency 0)."""
+        return self.config.head_dim if self.config.method == "proportional" else self.config.rotary_dim
+
+    def __repr__(self) -> str:
+        changed = {
+            f.name: getattr(self.config, f.name)
+            for f in fields(self.config)
+            if f.name != "method" and getattr(self.config, f.name) != f.default
+        }
+        args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        return f"Rope({self.config.method!r}{', ' if args else ''}{args})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Method, geometry and every parameter that differs from its default (JSON-friendly)."""
+        out: dict[str, Any] = {"method": self.config.method}
+        for f in fields(self.config):
+            value = getattr(self.config, f.name)
+            if f.name in ("head_dim", "base") or (f.name != "method" and value != f.default):
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    # ------------------------------------------------------------ frequencies
+    def frequencies(self, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+        """(inv_freq float32 ``[d/2]``, attention_scaling float) at sequence length ``seq_len``.
+
+        ``seq_len`` matters only for the dynamic methods and LongRoPE; for the others it is ignored.
+        """
+        if seq_len is not None and (int(seq_len) != seq_len or seq_len < 1):
+            raise RopeConfigError(f"seq_len must be a positive integer, got {seq_len!r}")
+        key = int(seq_len) if (seq_len is not None and self.method.dynamic) else None
+        if key not in self._freq_cache:
+            self._freq_cache[key] = self.method(self.config, key)
+        inv_freq, scaling = self._freq_cache[key]
+        return inv_freq.clone(), scaling
+
+    def cos_sin(
+        self,
+        position_ids: torch.Tensor,
+        *,
+        dtype: torch.dtype | None = None,
+        seq_len: int | None = None,
+        precision: str = "float64",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Half cos/sin tables for integer ``position_ids`` of shape ``[s]`` or ``[b, s]``.
+
+        Returns two tensors of shape ``[..., d/2]`` already multiplied by the attention scaling,
+        in ``dtype`` (default float32). Angles are computed in float64 from the float32 frequencies
+        (``precision="float32"`` reproduces transformers' float32 arithmetic bit for bit).
+        For dynamic methods ``seq_len`` defaults to ``max(position_ids) + 1``.
+        """
+        if precision not in ("float64", "float32"):
+            raise RopeConfigError(f"precision must be 'float64' or 'float32', got {precision!r}")
+        positions = torch.as_tensor(position_ids)
+        if positions.is_floating_point() or positions.is_complex():
+            if not torch.isfinite(positions).all():
+                raise RopeConfigError("position_ids contain non-finite values")
+            if not torch.equal(positions, positions.round()):
+                raise RopeConfigError("position_ids must be integers")
+        if positions.numel() and int(positions.min()) < 0:
+            raise RopeConfigError(f"position_ids must be >= 0, got min {int(positions.min())}")
+        if seq_len is None and self.method.dynamic:
+            seq_len = int(positions.max()) + 1 if positions.numel() else 1
+        inv_freq, scaling = self.frequencies(seq_len)
+        inv_freq = inv_freq.to(positions.device)
+        if precision == "float32":
+            angles = positions[..., None].float() * inv_freq
+            cos, sin = angles.cos() * scaling, angles.sin() * scaling
+        else:
+            angles = positions[..., None].to(_ANGLE_DTYPE) * inv_freq.to(_ANGLE_DTYPE)
+            cos = (angles.cos() * scaling).float()
+            sin = (angles.sin() * scaling).float()
+        out_dtype = dtype or torch.float32
+        return cos.to(out_dtype), sin.to(out_dtype)
+
+    def query_scale(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """log-n factor per position: max(1, log(n+1)/log(L0)) if ``log_n`` else 1 (float32, same shape).
+
+        Su, kexue.fm 9706: multiply q at (0-based) position n so attention entropy stays as in training.
+        """
+        positions = torch.as_tensor(position_ids)
+        if not self.config.log_n:
+            return torch.ones(positions.shape, dtype=torch.float32, device=positions.device)
+        trained = self.config.trained_length
+        assert trained is not None
+        n = positions.to(torch.float64) + 1
+        return torch.clamp(torch.log(n) / math.log(trained), min=1.0).float()

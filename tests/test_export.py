@@ -1,0 +1,123 @@
+"""Exports to transformers, vLLM and llama.cpp say the same method, or refuse clearly."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from ropelab import Rope, RopeConfigError
+from ropelab.export import export, to_hf, to_llamacpp, to_vllm
+
+logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def hf_frequencies(rope_parameters: dict, head_dim: int, max_pos: int) -> tuple[torch.Tensor, float]:
+    """What transformers computes for an exported rope_parameters dict."""
+    config = LlamaConfig(
+        hidden_size=head_dim * 2,
+        num_attention_heads=2,
+        head_dim=head_dim,
+        max_position_embeddings=max_pos,
+        rope_parameters=dict(rope_parameters),
+        vocab_size=8,
+        num_hidden_layers=1,
+        intermediate_size=4,
+    )
+    rope_type = rope_parameters["rope_type"]
+    if rope_type == "default":
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+        return LlamaRotaryEmbedding.compute_default_rope_parameters(config)
+    return ROPE_INIT_FUNCTIONS[rope_type](config, None)
+
+
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("default", {}),
+        ("linear", {"factor": 4.0}),
+        ("ntk", {"factor": 4.0}),
+        ("ntk-by-parts", {"factor": 8.0, "original_max_position_embeddings": 2048}),
+        ("yarn", {"factor": 8.0, "original_max_position_embeddings": 2048, "beta_fast": 16.0}),
+        ("yarn", {"factor": 8.0, "original_max_position_embeddings": 2048, "truncate": False}),
+        ("llama3", {"factor": 8.0, "original_max_position_embeddings": 8192}),
+    ],
+)
+def test_hf_export_round_trips_through_transformers(method: str, params: dict) -> None:
+    rope = Rope(method, head_dim=64, base=500000.0, **params)
+    exported = export(rope, "hf")
+    inv, scale = hf_frequencies(
+        exported["rope_parameters"], 64, exported.get("max_position_embeddings", 4096)
+    )
+    ours, our_scale = rope.frequencies()
+    torch.testing.assert_close(inv, ours, rtol=1e-6, atol=0)
+    assert math.isclose(scale, our_scale, rel_tol=1e-12)
+
+
+def test_hf_refuses_what_transformers_lacks() -> None:
+    for rope in (
+        Rope("ntk-mixed", factor=4.0),
+        Rope("dynamic-yarn", original_max_position_embeddings=512),
+        Rope("linear", factor=2.0, log_n=True, original_max_position_embeddings=512),
+    ):
+        with pytest.raises(RopeConfigError, match="cannot express"):
+            to_hf(rope)
+
+
+def test_vllm_ntk_mixed_formula() -> None:
+    """vLLM's ntk scaling with mixed_b: theta_j / exp(ln(s)/(d/2)^b * j^b), j = 1..d/2."""
+    rope = Rope("ntk-mixed", head_dim=64, factor=8.0, mixed_exponent=0.625)
+    out = to_vllm(rope)
+    params = out["hf_overrides"]["rope_parameters"]
+    assert params == {"rope_type": "ntk", "factor": 8.0, "mixed_b": 0.625, "rope_theta": 10000.0}
+    d = 64
+    j = torch.arange(1, d // 2 + 1, dtype=torch.float64)
+    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    ref = theta / torch.exp(math.log(8.0) / (d / 2) ** 0.625 * j**0.625)
+    torch.testing.assert_close(rope.frequencies()[0].double(), ref, rtol=1e-6, atol=0)
+    assert "--hf-overrides" in out["command"] and "--rope-scaling" in out["legacy_command"]
+
+
+def test_vllm_yarn_sets_model_length() -> None:
+    out = to_vllm(Rope("yarn", factor=4.0, original_max_position_embeddings=32768))
+    assert out["hf_overrides"]["max_position_embeddings"] == 131072
+    assert out["args"][-2:] == ["--max-model-len", "131072"]
+
+
+def test_llamacpp_flags() -> None:
+    flags = to_llamacpp(Rope("linear", factor=4.0, original_max_position_embeddings=2048))["flags"]
+    assert flags[:4] == ["--rope-scaling", "linear", "--rope-scale", "4"] and "8192" in flags
+    ntk = Rope("ntk", head_dim=128, factor=4.0)
+    flags = to_llamacpp(ntk)["flags"]
+    base = float(flags[flags.index("--rope-freq-base") + 1])
+    assert math.isclose(base, 10000.0 * 4.0 ** (128 / 126), rel_tol=1e-12)
+    yarn = to_llamacpp(Rope("yarn", factor=4.0, original_max_position_embeddings=4096))["flags"]
+    assert yarn[yarn.index("--yarn-orig-ctx") + 1] == "4096" and "--yarn-attn-factor" not in yarn
+    explicit = to_llamacpp(
+        Rope("yarn", factor=4.0, original_max_position_embeddings=4096, attention_factor=1.0)
+    )["flags"]
+    ratio = float(explicit[explicit.index("--yarn-attn-factor") + 1])
+    assert math.isclose(ratio * (0.1 * math.log(4.0) + 1), 1.0, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("llama3", {"factor": 8.0, "original_max_position_embeddings": 8192}),
+        ("dynamic", {"factor": 2.0, "original_max_position_embeddings": 4096}),
+        ("yarn", {"factor": 2.0, "original_max_position_embeddings": 4096, "truncate": False}),
+    ],
+)
+def test_llamacpp_refuses(method: str, params: dict) -> None:
+    with pytest.raises(RopeConfigError, match=r"llama\.cpp cannot express"):
+        to_llamacpp(Rope(method, **params))
+
+
+def test_unknown_format() -> None:
+    with pytest.raises(RopeConfigError, match="unknown export format"):
+        export(Rope("default"), "onnx")
