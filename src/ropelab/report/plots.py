@@ -71,3 +71,65 @@ def plot_pair_views(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_loss_vs_length(
+    series: Mapping[str, Sequence[tuple[int, float, float, float]]],
+    path: str | Path,
+    *,
+    trained_length: int | None,
+    title: str,
+    ylabel: str = "loss (nats/token)",
+) -> Path:
+    """One line per label: (length, loss, ci_low, ci_high) points; the trained length marked."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, points in series.items():
+        points = sorted(points)
+        xs = [p[0] for p in points]
+        ax.plot(xs, [p[1] for p in points], marker="o", label=label)
+        ax.fill_between(xs, [p[2] for p in points], [p[3] for p in points], alpha=0.15)
+    if trained_length:
+        ax.axvline(trained_length, color="k", ls="--", lw=1, label=f"trained length {trained_length}")
+    ax.set(xscale="log", xlabel="context length (tokens)", ylabel=ylabel, title=title)
+    ax.set_xscale("log", base=2)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(
+    grid: Mapping[tuple[int, float], float],
+    path: str | Path,
+    *,
+    title: str,
+    trained_length: int | None = None,
+) -> Path:
+    """Passkey accuracy: lengths on x, depths on y, accuracy as colour and number."""
+    plt = pyplot()
+    lengths = sorted({k[0] for k in grid})
+    depths = sorted({k[1] for k in grid})
+    data = [[grid.get((length, depth), float("nan")) for length in lengths] for depth in depths]
+    fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.6 * len(depths) + 2))
+    im = ax.imshow(data, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    for i, row in enumerate(data):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.0%}" if value == value else "-", ha="center", va="center", fontsize=8)
+    ax.set_xticks(
+        range(len(lengths)),
+        [str(x) + ("*" if trained_length and x > trained_length else "") for x in lengths],
+    )
+    ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    ax.set(xlabel="prompt length (* beyond trained)", ylabel="key depth", title=title)
+    fig.colorbar(im, ax=ax, label="accuracy")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

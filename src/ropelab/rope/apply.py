@@ -98,6 +98,8 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor, *, layout: str = "half", heads_d
     shapes or an unknown layout.
     """
     c, s, r = _prepare(x, cos, sin, layout, heads_dim)
+    if torch.is_grad_enabled() and (x.requires_grad or c.requires_grad or s.requires_grad):
+        return _rotate_autograd(x, c, s, r, layout)
     out = torch.empty_like(x)
     if r < x.shape[-1]:
         out[..., r:] = x[..., r:]
@@ -106,6 +108,15 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor, *, layout: str = "half", heads_d
     o1.copy_(x1 * c).sub_(x2 * s)
     o2.copy_(x2 * c).add_(x1 * s)
     return out
+
+
+def _rotate_autograd(x: Tensor, c: Tensor, s: Tensor, r: int, layout: str) -> Tensor:
+    """:func:`rotate` for training: out-of-place, so autograd can differentiate it (same arithmetic,
+    so bitwise equal to the in-place path)."""
+    x1, x2 = _pairs(x, r, layout)
+    o1, o2 = x1 * c - x2 * s, x2 * c + x1 * s
+    rotated = torch.cat((o1, o2), -1) if layout == "half" else torch.stack((o1, o2), -1).flatten(-2)
+    return torch.cat((rotated, x[..., r:]), -1) if r < x.shape[-1] else rotated
 
 
 def _rotate_(x: Tensor, c: Tensor, s: Tensor, r: int, layout: str) -> None:

@@ -1,0 +1,116 @@
+"""Passkey retrieval (Mohtashami & Jaggi 2023, arXiv 2305.16300; the PI and YaRN papers' protocol).
+
+Filler text repeated to the target length, one line "The pass key is K. Remember it. K is the pass
+key." at a chosen depth, then "What is the pass key? The pass key is"; greedy decoding; a trial
+succeeds if the first number generated equals K. The filler before the key line is the same for
+every trial of a (length, depth) cell, so its KV cache is computed once per cell and copied.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+QUESTION = "What is the pass key? The pass key is"
+INTRO = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+    "I will quiz you about the important information there. "
+)
+
+
+def key_line(key: int) -> str:
+    return f"The pass key is {key}. Remember it. {key} is the pass key. "
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Token ids of one trial: the shared prefix (intro + filler up to the depth) and the rest."""
+
+    prefix: list[int]
+    rest: list[int]
+    key: int
+
+    @property
+    def length(self) -> int:
+        return len(self.prefix) + len(self.rest)
+
+
+def build_prompt(tokenizer: Any, length: int, depth: float, key: int) -> Prompt:
+    """A prompt of about ``length`` tokens, the key line at ``depth`` (0 = start, 1 = end) of the filler."""
+    enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    intro, filler, question, line = enc(INTRO), enc(FILLER), enc(" " + QUESTION), enc(key_line(key))
+    budget = max(0, length - len(intro) - len(question) - len(line))
+    repeats = budget // len(filler) + 1
+    body = (filler * repeats)[:budget]
+    cut = round(depth * len(body))
+    # cut at a sentence boundary so the key line is not glued into a word
+    cut = cut - cut % len(filler) if depth < 1 else len(body)
+    return Prompt(prefix=intro + body[:cut], rest=line + body[cut:] + question, key=key)
+
+
+def first_number(text: str) -> int | None:
+    match = re.search(r"\d+", text)
+    return int(match.group()) if match else None
+
+
+@torch.no_grad()
+def greedy_continue(
+    model: Any, prefix_cache: Any, prefix_len: int, rest: list[int], new_tokens: int
+) -> list[int]:
+    """Greedy tokens after ``prefix`` (whose cache is given) + ``rest``."""
+    cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
+    ids = torch.tensor([rest], dtype=torch.long)
+    positions = torch.arange(prefix_len, prefix_len + len(rest))[None]
+    out = model(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True)
+    cache, generated = out.past_key_values, []
+    nxt = out.logits[:, -1].argmax(-1)
+    pos = prefix_len + len(rest)
+    for _ in range(new_tokens):
+        generated.append(int(nxt))
+        out = model(
+            input_ids=nxt[:, None], past_key_values=cache, position_ids=torch.tensor([[pos]]), use_cache=True
+        )
+        cache, pos = out.past_key_values, pos + 1
+        nxt = out.logits[:, -1].argmax(-1)
+    return generated
+
+
+@torch.no_grad()
+def prefix_cache(model: Any, prefix: list[int]) -> Any:
+    if not prefix:
+        return None
+    out = model(input_ids=torch.tensor([prefix]), use_cache=True)
+    return out.past_key_values
+
+
+def run_cell(
+    model: Any, tokenizer: Any, length: int, depth: float, trials: int, seed: int, new_tokens: int = 8
+) -> dict[str, Any]:
+    """Accuracy of one (length, depth) cell over ``trials`` seeded keys, sharing the prefix cache."""
+    rng = random.Random(f"{seed}:{length}:{depth}")
+    keys = [rng.randint(10000, 99999) for _ in range(trials)]
+    prompts = [build_prompt(tokenizer, length, depth, k) for k in keys]
+    shared = prompts[0].prefix
+    assert all(p.prefix == shared for p in prompts)  # the key line comes after the shared filler
+    cache = prefix_cache(model, shared)
+    hits, answers = 0, []
+    for p in prompts:
+        tokens = greedy_continue(model, cache, len(shared), p.rest, new_tokens)
+        answer = first_number(tokenizer.decode(tokens))
+        answers.append(answer)
+        hits += int(answer == p.key)
+    return {
+        "length": length,
+        "depth": depth,
+        "trials": trials,
+        "accuracy": hits / trials,
+        "prompt_tokens": prompts[0].length,
+        "keys": keys,
+        "answers": answers,
+    }

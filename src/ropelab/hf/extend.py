@@ -1,0 +1,257 @@
+"""Apply a RoPE method to a loaded transformers causal LM: ``ropelab.hf.extend(model, "yarn", factor=4)``.
+
+Two routes, chosen per method, neither of which copies model files or patches classes:
+
+1. **transformers' own route** for the static methods it implements (``linear``, ``yarn``,
+   ``ntk-by-parts`` as YaRN with attention factor 1, ``llama3``, ``proportional``, and ``ntk``
+   as ``default`` with the NTK base): the model config's ``rope_parameters`` is replaced and the
+   model's rotary module is rebuilt from it, so logits equal loading the model with that config.
+2. **ropelab's attention route** for everything else (``ntk-mixed``, ``dynamic``, ``dynamic-yarn``,
+   ``longrope``, log-n, ``rerope``, ``leaky-rerope``, ``self-extend``): the model's rotary module is
+   replaced (on this model instance only) by one that returns the identity rotation, and an attention
+   function registered in transformers' ``AttentionInterface`` under a name unique to this model
+   rotates q and k itself. Keys are cached *before* rotation and all keys are rotated with the
+   frequencies of the current total length, so KV-cached generation equals full recomputation even
+   for the dynamic methods (where transformers' own dynamic NTK does not).
+
+``extend`` always starts from the model as it was loaded: calling it again replaces the previous
+method, and ``extend(model, "none")`` restores the original.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ropelab.errors import RopeConfigError, did_you_mean
+from ropelab.export import to_hf
+from ropelab.rope.core import Rope
+from ropelab.rope.frequencies import METHODS
+
+#: methods that act on the attention scores rather than on the frequencies alone
+ATTENTION_METHODS = {
+    "rerope": "ReRoPE: relative positions capped at a window w (Su 2023, kexue.fm 9708)",
+    "leaky-rerope": "leaky ReRoPE: inside w as RoPE, beyond w + (i-j-w)/k (Su 2023, kexue.fm 9708)",
+    "self-extend": "Self-Extend: neighbour window W, grouped beyond it (Jin et al. 2024, arXiv 2401.01325)",
+}
+#: methods whose frequencies transformers computes identically, and that do not change with the length
+_NATIVE = {"default", "linear", "ntk", "ntk-by-parts", "yarn", "llama3", "proportional"}
+_OPTIONS = {"window", "leak", "group", "layout"}
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What ``extend`` applied: the Rope (frequencies) and the attention variant."""
+
+    name: str
+    rope: Rope = field(compare=False)
+    attention: str = "rope"  # "rope" | "rerope" | "leaky-rerope" | "self-extend"
+    window: int | None = None
+    leak: float | None = None
+    group: int | None = None
+    native: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.name, "rope": self.rope.to_dict(), "attention": self.attention}
+        for key in ("window", "leak", "group"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+# --------------------------------------------------------------------------- geometry
+def model_geometry(config: Any) -> dict[str, Any]:
+    """head_dim, base, partial rotary factor and trained length of a transformers config."""
+    config = getattr(config, "text_config", None) or config
+    rope_parameters = dict(getattr(config, "rope_parameters", None) or {})
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    partial = rope_parameters.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None))
+    base = rope_parameters.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    trained = (
+        rope_parameters.get("original_max_position_embeddings")
+        or getattr(config, "original_max_position_embeddings", None)  # Phi-3 keeps it outside
+        or config.max_position_embeddings
+    )
+    return {
+        "head_dim": int(head_dim),
+        "base": float(base),
+        "partial_rotary_factor": float(partial) if partial else 1.0,
+        "trained_length": int(trained),
+        "rope_parameters": rope_parameters,
+    }
+
+
+def check_method(method: str) -> None:
+    """Raise a "did you mean" error unless ``method`` is a RoPE method, an attention method or none."""
+    choices = [*METHODS, *ATTENTION_METHODS, "none"]
+    if method not in choices:
+        raise RopeConfigError(
+            f"unknown method {method!r}{did_you_mean(method, choices)}; choose one of: {', '.join(choices)}"
+        )
+
+
+def make_extension(config: Any, method: str, **params: Any) -> Extension:
+    """Resolve ``method`` and its parameters against a model config (no model needed)."""
+    geo = model_geometry(config)
+    options = {k: params.pop(k) for k in list(params) if k in _OPTIONS}
+    check_method(method)
+    if method == "none":
+        method = "default"
+    attention = "rope"
+    rope_method = method
+    if method in ATTENTION_METHODS:
+        attention, rope_method = method, params.pop("rope_method", "default")
+    rope_kwargs: dict[str, Any] = {
+        "head_dim": geo["head_dim"],
+        "base": geo["base"],
+        "partial_rotary_factor": geo["partial_rotary_factor"],
+    }
+    info = METHODS[rope_method]
+    if info.needs_trained_length or params.get("log_n"):
+        rope_kwargs["original_max_position_embeddings"] = geo["trained_length"]
+    rope_kwargs.update(params)
+    if rope_method == "default" and rope_kwargs.get("factor") is not None and attention != "rope":
+        raise RopeConfigError(f"{method} does not take --factor (it keeps the model's frequencies)")
+    rope = Rope(rope_method, **rope_kwargs)
+    window, leak, group = options.get("window"), options.get("leak"), options.get("group")
+    if attention == "rerope" or attention == "leaky-rerope":
+        window = int(window if window is not None else max(1, geo["trained_length"] // 4))
+        if attention == "leaky-rerope":
+            leak = float(leak if leak is not None else 16.0)
+            if leak <= 1:
+                raise RopeConfigError(f"leaky-rerope needs leak k > 1, got {leak}")
+    elif attention == "self-extend":
+        group = int(group if group is not None else 4)
+        window = int(window if window is not None else max(1, geo["trained_length"] // 4))
+        if group < 1:
+            raise RopeConfigError(f"self-extend needs group >= 1, got {group}")
+    else:
+        for key, value in options.items():
+            if value is not None:
+                raise RopeConfigError(f"method {method!r} does not take {key!r}")
+    if window is not None and window < 1:
+        raise RopeConfigError(f"window must be >= 1, got {window}")
+    native = attention == "rope" and rope_method in _NATIVE and not rope.config.log_n
+    return Extension(method, rope, attention, window, leak, group, native)
+
+
+# ------------------------------------------------------------------------------ apply
+def _rotary_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, module) of every transformers rotary embedding in ``model``."""
+    found = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if hasattr(child, "inv_freq") and hasattr(child, "rope_type"):
+                found.append((parent, name, child))
+    if not found:
+        raise RopeConfigError(f"{type(model).__name__} has no rotary embedding module: is it a RoPE model?")
+    return found
+
+
+class IdentityRotary(nn.Module):
+    """Stands in for a model's rotary module: cos = 1, sin = 0, so the modeling code rotates nothing.
+
+    ``rotary_dim`` channels, in the dtype of the hidden states: ``[b, s, rotary_dim]`` each.
+    """
+
+    def __init__(self, rotary_dim: int) -> None:
+        super().__init__()
+        self.rotary_dim = rotary_dim
+
+    def forward(
+        self, x: torch.Tensor, position_ids: torch.Tensor, **_: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (*position_ids.shape, self.rotary_dim)
+        return (
+            torch.ones(shape, dtype=x.dtype, device=x.device),
+            torch.zeros(shape, dtype=x.dtype, device=x.device),
+        )
+
+
+def _original(model: nn.Module) -> dict[str, Any]:
+    """What the model looked like before the first ``extend`` (saved once, on the instance)."""
+    state = model.__dict__.get("_ropelab_original")
+    if state is None:
+        state = {
+            "rope_parameters": copy.deepcopy(getattr(model.config, "rope_parameters", None)),
+            "max_position_embeddings": model.config.max_position_embeddings,
+            "attn_implementation": model.config._attn_implementation,
+            "rotary": [(parent, name, child) for parent, name, child in _rotary_modules(model)],
+        }
+        model.__dict__["_ropelab_original"] = state
+    return state
+
+
+def restore(model: nn.Module) -> nn.Module:
+    """Undo ``extend``: the model's own rotary modules, config and attention implementation."""
+    state = model.__dict__.get("_ropelab_original")
+    if state is None:
+        return model
+    for parent, name, child in state["rotary"]:
+        setattr(parent, name, child)
+    model.config.rope_parameters = copy.deepcopy(state["rope_parameters"])
+    model.config.max_position_embeddings = state["max_position_embeddings"]
+    if model.config._attn_implementation != state["attn_implementation"]:
+        model.set_attn_implementation(state["attn_implementation"])
+    model.__dict__.pop("ropelab_extension", None)
+    if hasattr(model.config, "ropelab"):
+        del model.config.ropelab
+    return model
+
+
+def extend(model: nn.Module, method: str, **params: Any) -> nn.Module:
+    """Apply ``method`` (with ``factor=`` and the other RoPE parameters, or ``window``/``leak``/
+    ``group`` for the attention-level methods) to ``model`` in place and return it.
+
+    The model's geometry (head_dim, rope_theta, partial rotary factor, trained length) comes from its
+    config. ``extend(model, "none")`` restores the original. See the module docstring for the routes.
+    """
+    state = _original(model)
+    restore(model)
+    if method == "none":
+        return model
+    ext = make_extension(model.config, method, **params)
+    if ext.native:
+        _apply_native(model, ext, state)
+    else:
+        _apply_attention(model, ext, state)
+    model.__dict__["ropelab_extension"] = ext
+    model.config.ropelab = ext.describe()
+    return model
+
+
+def _new_length(ext: Extension, trained: int) -> int:
+    return round(trained * ext.rope.config.scale)
+
+
+def _apply_native(model: nn.Module, ext: Extension, state: dict[str, Any]) -> None:
+    params = to_hf(ext.rope)
+    trained = model_geometry(model.config)["trained_length"]
+    if params["rope_type"] in ("yarn", "llama3", "longrope"):
+        params.setdefault("original_max_position_embeddings", trained)
+    model.config.rope_parameters = params
+    model.config.max_position_embeddings = max(_new_length(ext, trained), state["max_position_embeddings"])
+    for parent, name, child in state["rotary"]:
+        setattr(parent, name, type(child)(config=model.config).to(child.inv_freq.device))
+
+
+def _apply_attention(model: nn.Module, ext: Extension, state: dict[str, Any]) -> None:
+    from ropelab.hf.attention import register_attention
+
+    try:  # keep the config loadable by transformers where it can express the method
+        params = to_hf(ext.rope) if ext.attention == "rope" else None
+    except RopeConfigError:
+        params = None
+    if params is not None:
+        model.config.rope_parameters = params
+    for parent, name, child in state["rotary"]:
+        setattr(parent, name, IdentityRotary(2 * child.inv_freq.numel()))
+    name = f"ropelab_{next(_counter)}"
+    register_attention(name, ext)
+    model.set_attn_implementation(name)
