@@ -253,5 +253,5 @@ def test_bad_positions() -> None:
 
 
 def test_public_surface() -> None:
-    for name in ("METHODS", "Rope", "RopeConfig", "RopeConfigError", "apply_rotary"):
+    for name in ("METHODS", "Rope", "RopeConfig", "RopeConfigError", "apply_rotary", "alibi_slopes"):
         assert hasattr(ropelab, name), name

@@ -176,6 +176,10 @@ def run_eval(args: argparse.Namespace) -> int:
     records = run_sweep(model, docs, plan, specs, args.out, progress=not args.quiet)
     wall = time.perf_counter() - t0
     metrics = ["prefix", "band"] if mode == "prefix" else [mode]
+    report = [
+        f"# {args.model} on {args.corpus}: loss vs context length\n",
+        f"{len(docs)} documents; trained length {trained}; wall time {wall:.0f}s.\n",
+    ]
     for metric in metrics:
         rows_by_method: dict[str, dict[str, Any]] = defaultdict(dict)
         for r in records:
@@ -191,8 +195,14 @@ def run_eval(args: argparse.Namespace) -> int:
         }[metric]
         print(f"\n{title} (nats/token, 95% CI over documents; trained length {trained})")
         print(format_table(list(rows_by_method.values())))
+        report += [
+            f"\n## {title} (nats/token, [95% CI])\n",
+            format_table(list(rows_by_method.values()), markdown=True),
+            "",
+        ]
+    (args.out / "report.md").write_text("\n".join(report) + "\n")
     _plot_eval(records, args.out, trained, args.model)
-    print(f"\nwall time {wall:.0f}s; results: {args.out / 'results.jsonl'}")
+    print(f"\nwall time {wall:.0f}s; report: {args.out / 'report.md'}; results: {args.out / 'results.jsonl'}")
     return 0
 
 

@@ -56,10 +56,13 @@ class EvalPlan:
             return max(self.lengths) + (self.score_last or 0)
         return max(self.lengths)
 
-    def key(self, spec: MethodSpec) -> str:
-        blob = json.dumps(
-            {"plan": asdict(self), "method": spec.method, "params": spec.params}, sort_keys=True
-        )
+    def key(self, spec: MethodSpec, *, per_document: bool = False) -> str:
+        """Resume key of a method's aggregate, or (``per_document``) of its per-document units,
+        which do not depend on how many documents the run uses."""
+        plan = asdict(self)
+        if per_document:
+            plan.pop("docs")
+        blob = json.dumps({"plan": plan, "method": spec.method, "params": spec.params}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -115,24 +118,24 @@ def run_sweep(
     bar = tqdm(total=len(specs) * len(docs), desc="eval", unit="doc", disable=not progress)
     records: list[dict[str, Any]] = []
     for spec in specs:
-        key = plan.key(spec)
+        key, unit_key = plan.key(spec), plan.key(spec, per_document=True)
         ext = make_extension(model.config, spec.method, **spec.params) if spec.method != "none" else None
         dynamic = bool(ext and ext.rope.method.dynamic)
         per_doc: list[dict[str, Sums]] = []
-        pending = [(name, ids) for name, ids in docs if (key, name) not in done]
+        pending = [(name, ids) for name, ids in docs if (unit_key, name) not in done]
         bar.update(len(docs) - len(pending))
         if pending:
             extend(model, spec.method, **spec.params)
         for name, ids in docs:
-            if (key, name) in done:
-                cells = {k: Sums(**v) for k, v in done[(key, name)]["cells"].items()}
+            if (unit_key, name) in done:
+                cells = {k: Sums(**v) for k, v in done[(unit_key, name)]["cells"].items()}
             else:
                 bar.set_postfix_str(f"{spec.label} {name}")
                 cells = _doc_cells(model, ids[:, : plan.needed_tokens()], plan, dynamic)
                 append_jsonl(
                     doc_file,
                     {
-                        "key": key,
+                        "key": unit_key,
                         "doc": name,
                         "method": spec.label,
                         "cells": {k: asdict(v) for k, v in cells.items()},
