@@ -1,6 +1,7 @@
 # ropelab: set-up and test on a fresh machine.
-#   make demo   create .venv, install, run the main job on the embedded default
+#   make demo   create .venv, install, run the main job (`ropelab lab` on the committed lab models)
 #   make test   create .venv, install with dev extras, run ruff and the tests
+#   make bench  run every benchmark of the suite (benchmarks/*.py with SUITE = True), write benchmarks/RESULTS.md
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -24,15 +25,18 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-base
 	touch $@
 
 demo: $(VENV)/.installed-base
-	$(BIN)/ropelab inspect --method yarn --factor 4 --base 10000 --head-dim 64 \
-		--original-max-position-embeddings 2048 --out out/demo --plot out/demo/inspect.png
+	$(BIN)/ropelab lab --out out/lab
+	@echo "open out/lab/report.md (plots: out/lab/lab_encodings.png, lab_methods.png, lab_finetune.png)"
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) out

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ropelab.cli import model_cmds, rope_cmds
+    from ropelab.cli import lab_cmds, model_cmds, rope_cmds
 
     parser = _Parser(
         prog="ropelab",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     rope_cmds.register(sub)
     model_cmds.register(sub)
+    lab_cmds.register(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ import torch
 from ropelab.errors import RopeConfigError, did_you_mean
 from ropelab.rope.config import RopeConfig, check_keys
 from ropelab.rope.frequencies import Method, get_method
+from ropelab.rope.table_cache import CosSinCache
 
 #: transformers' ``rope_parameters`` / ``rope_scaling`` key -> RopeConfig field.
 _HF_KEYS = {
@@ -37,6 +38,9 @@ _HF_KEYS = {
 #: Angles are exact in float32 only while position * inv_freq keeps its integer part; the product's
 #: rounding error grows with the position (about 5e-4 rad at 8k). Float64 costs little on a [s, d/2] table.
 _ANGLE_DTYPE = torch.float64
+#: cos_sin computes requests of at most this many positions directly (a decode step): as fast as a table
+#: lookup, and it leaves the table alone. Larger requests go through the cache.
+_DIRECT_BELOW = 32
 
 
 class Rope:
@@ -55,6 +59,7 @@ class Rope:
         get_method(method)  # "did you mean" before anything else
         self.config = RopeConfig(method=method, **params)
         self._freq_cache: dict[int | None, tuple[torch.Tensor, float]] = {}
+        self._tables = CosSinCache()
 
     @classmethod
     def from_config(cls, config: RopeConfig) -> Rope:
@@ -162,6 +167,7 @@ class Rope:
         dtype: torch.dtype | None = None,
         seq_len: int | None = None,
         precision: str = "float64",
+        cache: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Half cos/sin tables for integer ``position_ids`` of shape ``[s]`` or ``[b, s]``.
 
@@ -169,6 +175,12 @@ class Rope:
         in ``dtype`` (default float32). Angles are computed in float64 from the float32 frequencies
         (``precision="float32"`` reproduces transformers' float32 arithmetic bit for bit).
         For dynamic methods ``seq_len`` defaults to ``max(position_ids) + 1``.
+
+        ``cache=True`` (default): integer positions, more than a decode step's few, are looked up in a
+        table of rows ``0 .. n-1`` kept per (frequencies, precision, device, dtype), computed once and grown
+        with only the missing rows (:class:`ropelab.rope.table_cache.CosSinCache`); the values equal
+        ``cache=False`` bit for bit.
+        The returned tensors are always new (never views of the cache).
         """
         if precision not in ("float64", "float32"):
             raise RopeConfigError(f"precision must be 'float64' or 'float32', got {precision!r}")
@@ -178,21 +190,27 @@ class Rope:
                 raise RopeConfigError("position_ids contain non-finite values")
             if not torch.equal(positions, positions.round()):
                 raise RopeConfigError("position_ids must be integers")
-        if positions.numel() and int(positions.min()) < 0:
-            raise RopeConfigError(f"position_ids must be >= 0, got min {int(positions.min())}")
+        lowest = int(positions.min()) if positions.numel() else 0
+        if lowest < 0:
+            raise RopeConfigError(f"position_ids must be >= 0, got min {lowest}")
+        highest = int(positions.max()) if positions.numel() else None
         if seq_len is None and self.method.dynamic:
-            seq_len = int(positions.max()) + 1 if positions.numel() else 1
+            seq_len = highest + 1 if highest is not None else 1
         inv_freq, scaling = self.frequencies(seq_len)
-        inv_freq = inv_freq.to(positions.device)
-        if precision == "float32":
-            angles = positions[..., None].float() * inv_freq
-            cos, sin = angles.cos() * scaling, angles.sin() * scaling
-        else:
-            angles = positions[..., None].to(_ANGLE_DTYPE) * inv_freq.to(_ANGLE_DTYPE)
-            cos = (angles.cos() * scaling).float()
-            sin = (angles.sin() * scaling).float()
         out_dtype = dtype or torch.float32
-        return cos.to(out_dtype), sin.to(out_dtype)
+
+        def compute(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return _cos_sin_rows(pos, inv_freq.to(pos.device), scaling, precision, out_dtype)
+
+        integer = not (
+            positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool
+        )
+        if cache and integer and positions.numel() > _DIRECT_BELOW:
+            key = (inv_freq.numpy().tobytes(), scaling, precision, str(positions.device), out_dtype)
+            found = self._tables.lookup(key, positions, compute, max_position=highest)
+            if found is not None:
+                return found
+        return compute(positions)
 
     def query_scale(self, position_ids: torch.Tensor) -> torch.Tensor:
         """log-n factor per position: max(1, log(n+1)/log(L0)) if ``log_n`` else 1 (float32, same shape).
@@ -206,3 +224,18 @@ class Rope:
         assert trained is not None
         n = positions.to(torch.float64) + 1
         return torch.clamp(torch.log(n) / math.log(trained), min=1.0).float()
+
+
+def _cos_sin_rows(
+    positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float, precision: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin ``[*positions.shape, d/2]`` times ``scaling``: elementwise in the positions, so a row of
+    a cached table equals the same position computed alone, bit for bit."""
+    if precision == "float32":
+        angles = positions[..., None].float() * inv_freq
+        cos, sin = angles.cos() * scaling, angles.sin() * scaling
+    else:
+        angles = positions[..., None].to(_ANGLE_DTYPE) * inv_freq.to(_ANGLE_DTYPE)
+        cos = (angles.cos() * scaling).float()
+        sin = (angles.sin() * scaling).float()
+    return cos.to(dtype), sin.to(dtype)

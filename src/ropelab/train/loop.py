@@ -1,0 +1,224 @@
+"""One training loop, generic over the model, the batches and the optimiser.
+
+``run_loop`` knows nothing about position encodings or corpora: it takes a model, a
+:class:`BatchSource`, a ``loss_fn(model, batch) -> scalar``, an optimiser and a scheduler, and
+runs steps ``start .. steps-1``. Every ``checkpoint_every`` steps it writes a resume state
+(model, optimiser, scheduler, torch and Python RNG, the batch source's position, the history)
+atomically to ``state_path``; started again with the same ``state_path`` it continues from there,
+and the result equals an uninterrupted run (bitwise on one machine with one thread count).
+An optional ``eval_fn(step) -> dict`` runs at step 0, every ``eval_every`` steps and at the end,
+with the model in eval mode and the RNG untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ropelab.errors import RopeConfigError
+
+#: bump when the layout of the resume state changes
+STATE_VERSION = 1
+
+
+class BatchSource(Protocol):
+    """Where batches come from, with a position that can be saved and restored."""
+
+    def next_batch(self) -> Any: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LoopResult:
+    """What a run did: ``history`` rows ``{step, loss, lr}`` and ``evals`` rows ``{step, ...}``."""
+
+    steps: int
+    resumed_from: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.history[-1]["loss"] if self.history else None
+
+
+def set_determinism(seed: int, threads: int | None = 2) -> None:
+    """Seed torch and Python and fix the thread count.
+
+    On CPU the kernels a small model uses are deterministic for a fixed thread count, so this is
+    enough for bitwise-repeatable runs (the tests check it). ``torch.use_deterministic_algorithms``
+    is not called: it imports the compiler stack, seconds per process, for nothing on CPU.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` with ``torch.save`` to a temporary file, then rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str | Path) -> dict[str, Any] | None:
+    """A state written by :func:`save_state`, or None if there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("version") != STATE_VERSION:
+        raise RopeConfigError(f"{path} is a resume state of another version; delete it to start again")
+    return state
+
+
+def _progress(progress: Any, total: int, initial: int, desc: str) -> tuple[Any, bool]:
+    """(bar, owned): an existing tqdm-like bar, a new one on stderr, or None."""
+    if progress is None or progress is False:
+        return None, False
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False)
+        return bar, True
+    return progress, False
+
+
+def run_loop(
+    model: nn.Module,
+    batches: BatchSource,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    steps: int,
+    state_path: str | Path | None = None,
+    checkpoint_every: int = 0,
+    grad_clip: float | None = 1.0,
+    log_every: int = 10,
+    eval_fn: Callable[[int], dict[str, Any]] | None = None,
+    eval_every: int = 0,
+    meta: dict[str, Any] | None = None,
+    progress: Any = None,
+    desc: str = "train",
+    stop_after: int | None = None,
+) -> LoopResult:
+    """Train ``model`` for ``steps`` optimiser steps, resuming from ``state_path`` if it exists.
+
+    Args:
+        loss_fn: ``loss_fn(model, batch)`` -> scalar loss to minimise.
+        state_path: resume state file (written every ``checkpoint_every`` steps and at the end).
+        grad_clip: clip the global gradient norm (None: no clipping).
+        log_every: record ``{step, loss, lr}`` every this many steps (and the last step).
+        eval_fn: called with the number of steps done at 0, every ``eval_every`` and at the end.
+        meta: JSON-able description of the run saved in the state; a state with other ``meta``
+            is refused (it belongs to another run).
+        progress: True for a tqdm bar on stderr, an existing bar to advance, or None.
+        stop_after: stop (with a saved state) after this many steps of *this call*: for tests
+            and budgets; the next call continues.
+    """
+    if steps < 0:
+        raise RopeConfigError(f"steps must be >= 0, got {steps}")
+    result = LoopResult(steps=steps, resumed_from=0)
+    state = load_state(state_path) if state_path is not None else None
+    if state is not None:
+        if meta is not None and state.get("meta") != meta:
+            raise RopeConfigError(
+                f"{state_path} was written by another run ({state.get('meta')}); "
+                "delete it or use another output folder"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        batches.load_state_dict(state["batches"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        result.resumed_from = int(state["step"])
+        result.history = list(state["history"])
+        result.evals = list(state["evals"])
+
+    def checkpoint(step: int) -> None:
+        if state_path is None:
+            return
+        save_state(
+            state_path,
+            {
+                "version": STATE_VERSION,
+                "step": step,
+                "meta": meta,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "batches": batches.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+                "history": result.history,
+                "evals": result.evals,
+            },
+        )
+
+    def evaluate(step: int) -> None:
+        if eval_fn is None or any(e["step"] == step for e in result.evals):
+            return
+        rng = torch.get_rng_state()
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            row = {"step": step, **eval_fn(step)}
+        model.train(was_training)
+        torch.set_rng_state(rng)
+        result.evals.append(row)
+
+    start = result.resumed_from
+    bar, owned = _progress(progress, steps, start, desc)
+    model.train()
+    if start == 0:
+        evaluate(0)
+    done_here = 0
+    try:
+        for step in range(start, steps):
+            if stop_after is not None and done_here >= stop_after:
+                checkpoint(step)
+                return result
+            batch = batches.next_batch()
+            loss = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise RopeConfigError(f"loss is {loss.item()} at step {step}: lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            done = step + 1
+            done_here += 1
+            if done % max(log_every, 1) == 0 or done == steps:
+                result.history.append({"step": done, "loss": float(loss.item()), "lr": float(lr)})
+            if (eval_every and done % eval_every == 0) or done == steps:
+                evaluate(done)
+            if bar is not None:
+                bar.update(1)
+                if owned:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            if (checkpoint_every and done % checkpoint_every == 0) or done == steps:
+                checkpoint(done)
+    finally:
+        if owned:
+            bar.close()
+    return result

@@ -1,0 +1,135 @@
+"""The training loop: determinism, exact resume, evaluation that leaves the RNG alone."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ropelab.errors import RopeConfigError
+from ropelab.train import run_loop, set_determinism
+from ropelab.train.optim import adamw, warmup_cosine
+
+
+class Noisy:
+    """A batch source whose batches come from a seeded stream with a saved position."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.step = seed, 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.step)
+        self.step += 1
+        x = torch.randn(16, 4, generator=g)
+        return x, x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(16, generator=g)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = state["step"]
+
+
+def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    # dropout draws from the global RNG: resume must restore it for the runs to agree
+    return ((model(x).squeeze(-1) - y) ** 2).mean()
+
+
+def _run(steps: int, state: Path | None, stop_after: int | None = None, evals: list | None = None):
+    set_determinism(0, threads=1)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.1), nn.ReLU(), nn.Linear(16, 1))
+    opt = adamw(model, lr=1e-2, weight_decay=0.1)
+    sched = warmup_cosine(opt, warmup=3, steps=steps)
+
+    def evaluate(step: int) -> dict:
+        if evals is not None:
+            evals.append(step)
+        torch.rand(3)  # must not disturb the training RNG
+        return {"w": float(model[0].weight.sum())}
+
+    result = run_loop(
+        model,
+        Noisy(1),
+        _loss,
+        opt,
+        sched,
+        steps=steps,
+        state_path=state,
+        checkpoint_every=4,
+        log_every=1,
+        eval_fn=evaluate,
+        eval_every=5,
+        stop_after=stop_after,
+        meta={"run": "test"},
+    )
+    return model, result
+
+
+def test_same_seed_same_run() -> None:
+    m1, r1 = _run(12, None)
+    m2, r2 = _run(12, None)
+    assert [h["loss"] for h in r1.history] == [h["loss"] for h in r2.history]
+    assert all(
+        torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True)
+    )
+    assert [e["step"] for e in r1.evals] == [0, 5, 10, 12]
+
+
+def test_resume_equals_straight_run(tmp_path: Path) -> None:
+    straight, r_straight = _run(13, None)
+    state = tmp_path / "state.pt"
+    _, partial = _run(13, state, stop_after=6)
+    assert partial.history[-1]["step"] == 6 and state.exists()
+    evals: list[int] = []
+    resumed, r_resumed = _run(13, state, evals=evals)
+    assert r_resumed.resumed_from == 6
+    assert 0 not in evals  # step-0 and step-5 evaluations came back with the state
+    assert r_resumed.history == r_straight.history
+    assert r_resumed.evals == r_straight.evals
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a finished state: running again trains nothing and returns the same result
+    _, again = _run(13, state)
+    assert again.history == r_straight.history and again.resumed_from == 13
+
+
+def test_state_of_another_run_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.pt"
+    _run(4, state)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RopeConfigError, match="another run"):
+        run_loop(model, Noisy(1), _loss, opt, None, steps=4, state_path=state, meta={"run": "other"})
+
+
+def test_non_finite_loss_is_a_clear_error() -> None:
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RopeConfigError, match="learning rate"):
+        run_loop(model, Noisy(1), lambda m, b: m(b[0]).sum() * float("nan"), opt, None, steps=2)
+
+
+def test_warmup_cosine_schedule() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, warmup=4, steps=20, min_ratio=0.1)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[4:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_adamw_groups_exclude_named_prefixes() -> None:
+    model = nn.ModuleDict({"encoding": nn.Embedding(4, 3), "proj": nn.Linear(3, 3)})
+    opt = adamw(model, lr=1e-3, weight_decay=0.1, no_decay=("encoding.",))
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert id(model["proj"].weight) in decayed
+    assert id(model["encoding"].weight) not in decayed and id(model["proj"].bias) not in decayed
