@@ -173,7 +173,8 @@ def test_eval_command_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path
     assert {r["metric"] for r in records} == {"prefix", "band"}
     assert len(records) == 3 * 3 * 2
     assert (tmp_path / "eval_prefix.png").exists()
-    assert "| linear(factor=2) |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| linear(factor=2)" in report and "|---" in report
     units = len(list(read_jsonl(tmp_path / "doc_results.jsonl")))
     assert units == 3 * 2
     # interrupted runs resume: a second run recomputes nothing and appends nothing
