@@ -21,6 +21,17 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write ``fig`` as a PNG (creating its folder) and close it."""
+    plt = pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_pair_views(
     views: Mapping[str, Sequence[Mapping[str, Any]]],
     path: str | Path,
@@ -65,12 +76,7 @@ def plot_pair_views(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_loss_vs_length(
@@ -95,12 +101,7 @@ def plot_loss_vs_length(
     ax.set_xscale("log", base=2)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_heatmap(
@@ -127,9 +128,4 @@ def plot_heatmap(
     ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
     ax.set(xlabel="prompt length (* beyond trained)", ylabel="key depth", title=title)
     fig.colorbar(im, ax=ax, label="accuracy")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
