@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ropelab.cli import lab_cmds, model_cmds, rope_cmds
+    from ropelab.cli import finetune_cmd, lab_cmds, model_cmds, rope_cmds
 
     parser = _Parser(
         prog="ropelab",
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     rope_cmds.register(sub)
     model_cmds.register(sub)
     lab_cmds.register(sub)
+    finetune_cmd.register(sub)
     return parser
 
 

@@ -210,12 +210,15 @@ def extend(model: nn.Module, method: str, **params: Any) -> nn.Module:
     ``group`` for the attention-level methods) to ``model`` in place and return it.
 
     The model's geometry (head_dim, rope_theta, partial rotary factor, trained length) comes from its
-    config. ``extend(model, "none")`` restores the original. See the module docstring for the routes.
+    config. ``extend(model, "none")`` restores the original (for a model that ``ropelab finetune``
+    saved with a method transformers lacks, the original *is* that method, re-applied by
+    :func:`ropelab.hf.load.load_model`). See the module docstring for the routes.
     """
     state = _original(model)
     restore(model)
     if method == "none":
-        return model
+        saved = model.__dict__.get("ropelab_saved_method")  # a fine-tuned model's own method
+        return extend(model, saved[0], **saved[1]) if saved else model
     ext = make_extension(model.config, method, **params)
     if ext.native:
         _apply_native(model, ext, state)

@@ -65,4 +65,27 @@ def load_model(
     except (OSError, ValueError, ImportError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RopeConfigError(f"cannot load model {name!r}: {first}") from None
+    apply_saved_method(model)
     return model.to(device).eval(), tokenizer
+
+
+def apply_saved_method(model: Any) -> str | None:
+    """Re-apply the method a ``ropelab finetune`` run saved in the config, where transformers cannot.
+
+    The saved config's ``rope_parameters`` carry the methods transformers has (``yarn``, ``linear``,
+    ``ntk`` as a new ``rope_theta``, ...): it loads those itself. For the others (``ntk-mixed``,
+    ``dynamic-yarn``, log-n, ReRoPE, Self-Extend) the ``ropelab`` entry's ``params`` are applied
+    with :func:`ropelab.hf.extend`. Returns the method re-applied, or None.
+    """
+    from ropelab.hf.extend import extend, make_extension
+
+    info = getattr(model.config, "ropelab", None)
+    params = dict(info.get("params") or {}) if isinstance(info, dict) else {}
+    method = params.pop("method", None)
+    if method in (None, "none"):
+        return None
+    if make_extension(model.config, method, **params).native:
+        return None
+    model.__dict__["ropelab_saved_method"] = (method, params)
+    extend(model, method, **params)
+    return method

@@ -23,7 +23,7 @@ import torch
 
 from ropelab.errors import RopeConfigError, did_you_mean
 from ropelab.lab.checkpoints import PACKAGE_CHECKPOINTS, load_checkpoint, read_meta
-from ropelab.lab.data import Corpus, RandomWindows, corpus_info, eval_windows, load_corpus
+from ropelab.lab.data import Corpus, corpus_info, eval_windows, load_corpus
 from ropelab.lab.evaluate import context_view, length_nll, summarize
 from ropelab.lab.methods import (
     DEFAULT_LABELS,
@@ -43,8 +43,6 @@ from ropelab.lab.recipe import (
     train_model,
 )
 from ropelab.report import append_jsonl, read_jsonl
-from ropelab.train.loop import run_loop, set_determinism
-from ropelab.train.optim import adamw, warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -405,22 +403,37 @@ class Lab:
 
     # ------------------------------------------------------------ fine-tuning
     def _finetune(self, label: str, fp: str) -> None:
+        """One fine-tuning curve: ``ropelab finetune``'s code path, with the lab's evaluation."""
+        from ropelab.finetune import FinetuneConfig, train
+        from ropelab.finetune.targets import LabTarget
+        from ropelab.train.distributed import Dist
+
         c = self.config
         model, meta = self.load("rope")
         trained = int(meta["train"]["length"])
         length = trained * c.finetune_multiple
         windows = self.windows(trained)
-        set_determinism(c.finetune_seed, c.threads)
-        head_dim, base = model.config.head_dim, float(meta["train"]["rope_base"])
-        model.encoding = method_encoding(label, head_dim=head_dim, base=base, trained=trained, length=length)
-        batches = RandomWindows(
-            self.corpus.train_tokens(), batch_size=c.finetune_batch_size, length=length, seed=c.finetune_seed
-        )
         recipe = meta["train"]
-        optimizer = adamw(
-            model, lr=c.finetune_lr, weight_decay=float(recipe["weight_decay"]), no_decay=("encoding.",)
+        cfg = FinetuneConfig(
+            length=length,
+            model="lab",
+            method=label,
+            steps=c.finetune_steps,
+            lr=c.finetune_lr,
+            batch=c.finetune_batch_size,
+            warmup=c.finetune_warmup,
+            schedule="constant",
+            weight_decay=float(recipe["weight_decay"]),
+            grad_clip=float(recipe["grad_clip"]),
+            save_every=c.finetune_eval_every,
+            eval_every=c.finetune_eval_every,
+            log_every=10,
+            seed=c.finetune_seed,
+            precision="fp32",
+            grad_checkpointing=False,
+            device="cpu",
+            threads=c.threads,
         )
-        scheduler = warmup_cosine(optimizer, warmup=c.finetune_warmup, steps=c.finetune_steps, min_ratio=1.0)
         params = method_params(label, trained=trained, length=length)
 
         def evaluate(step: int) -> dict[str, Any]:
@@ -447,22 +460,17 @@ class Lab:
             return {"loss": s["loss"]}
 
         state = self.out / "finetune" / f"{label}.state.pt"
-        result = run_loop(
-            model,
-            batches,
-            lambda m, batch: m.loss(batch),
-            optimizer,
-            scheduler,
-            steps=c.finetune_steps,
+        _, result = train(
+            LabTarget(model, meta, self.corpus),
+            cfg,
+            Dist(),
             state_path=state,
-            checkpoint_every=c.finetune_eval_every,
-            grad_clip=float(recipe["grad_clip"]),
-            eval_fn=evaluate,
-            eval_every=c.finetune_eval_every,
             meta={"fingerprint": fp},
+            eval_fn=evaluate,
             progress=self._bar,
             desc=f"finetune {label}",
             stop_after=self._finetune_stop_after,
+            no_decay=("encoding.",),
         )
         if result.history and result.history[-1]["step"] == c.finetune_steps:
             state.unlink(missing_ok=True)

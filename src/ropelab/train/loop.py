@@ -12,9 +12,11 @@ with the model in eval mode and the RNG untouched.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,17 @@ import torch
 from torch import nn
 
 from ropelab.errors import RopeConfigError
+from ropelab.train.distributed import (
+    Dist,
+    autocast,
+    barrier,
+    load_model_state,
+    load_optimizer_state,
+    mean_over_ranks,
+    model_state,
+    no_sync,
+    optimizer_state,
+)
 
 #: bump when the layout of the resume state changes
 STATE_VERSION = 1
@@ -98,6 +111,19 @@ def _progress(progress: Any, total: int, initial: int, desc: str) -> tuple[Any, 
     return progress, False
 
 
+def _micro_batches(batch: Any, parts: int) -> list[Any]:
+    """Split a tuple of tensors (or one tensor) along dim 0 into ``parts`` equal micro-batches."""
+    if parts == 1:
+        return [batch]
+    tensors = batch if isinstance(batch, (tuple, list)) else (batch,)
+    rows = tensors[0].shape[0]
+    if rows % parts:
+        raise RopeConfigError(f"a batch of {rows} rows does not split into {parts} accumulation steps")
+    chunks = [t.chunk(parts) for t in tensors]
+    out = [tuple(c[i] for c in chunks) for i in range(parts)]
+    return out if isinstance(batch, (tuple, list)) else [o[0] for o in out]
+
+
 def run_loop(
     model: nn.Module,
     batches: BatchSource,
@@ -116,23 +142,40 @@ def run_loop(
     progress: Any = None,
     desc: str = "train",
     stop_after: int | None = None,
+    grad_accum: int = 1,
+    dist: Dist | None = None,
+    tokens_per_step: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    on_checkpoint: Callable[[LoopResult], None] | None = None,
 ) -> LoopResult:
     """Train ``model`` for ``steps`` optimiser steps, resuming from ``state_path`` if it exists.
 
     Args:
-        loss_fn: ``loss_fn(model, batch)`` -> scalar loss to minimise.
+        loss_fn: ``loss_fn(model, batch)`` -> scalar loss to minimise (the mean over the batch).
         state_path: resume state file (written every ``checkpoint_every`` steps and at the end).
         grad_clip: clip the global gradient norm (None: no clipping).
-        log_every: record ``{step, loss, lr}`` every this many steps (and the last step).
-        eval_fn: called with the number of steps done at 0, every ``eval_every`` and at the end.
+        log_every: record ``{step, loss, lr, tokens_per_s}`` every this many steps (and the last).
+        eval_fn: called with the number of steps done at 0, every ``eval_every`` and at the end
+            (on every rank: under FSDP a forward pass needs them all).
         meta: JSON-able description of the run saved in the state; a state with other ``meta``
             is refused (it belongs to another run).
         progress: True for a tqdm bar on stderr, an existing bar to advance, or None.
         stop_after: stop (with a saved state) after this many steps of *this call*: for tests
             and budgets; the next call continues.
+        grad_accum: split each batch into this many micro-batches, one backward each, one
+            optimiser step (the batch source gives this rank's whole share of the step).
+        dist: the process's place in a ``torchrun`` job (:mod:`ropelab.train.distributed`);
+            ``model`` is then the DDP/FSDP-wrapped model. Rank 0 writes the state and the bar.
+        tokens_per_step: tokens of one optimiser step over all ranks, for ``tokens_per_s``
+            (default: the elements of the first tensor of each local batch times the ranks).
+        autocast_dtype: run forward passes under ``torch.autocast`` with this dtype (bf16).
+        on_checkpoint: called on rank 0 after each saved state with the result so far.
     """
     if steps < 0:
         raise RopeConfigError(f"steps must be >= 0, got {steps}")
+    if grad_accum < 1:
+        raise RopeConfigError(f"grad_accum must be >= 1, got {grad_accum}")
+    d = dist or Dist()
     result = LoopResult(steps=steps, resumed_from=0)
     state = load_state(state_path) if state_path is not None else None
     if state is not None:
@@ -141,8 +184,8 @@ def run_loop(
                 f"{state_path} was written by another run ({state.get('meta')}); "
                 "delete it or use another output folder"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_model_state(model, state["model"], d)
+        load_optimizer_state(model, optimizer, state["optimizer"], d)
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["batches"])
@@ -155,21 +198,23 @@ def run_loop(
     def checkpoint(step: int) -> None:
         if state_path is None:
             return
-        save_state(
-            state_path,
-            {
-                "version": STATE_VERSION,
-                "step": step,
-                "meta": meta,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "batches": batches.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-                "history": result.history,
-                "evals": result.evals,
-            },
-        )
+        full = {
+            "version": STATE_VERSION,
+            "step": step,
+            "meta": meta,
+            "model": model_state(model, d),  # every rank: FSDP gathers the shards
+            "optimizer": optimizer_state(model, optimizer, d),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "batches": batches.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+            "history": result.history,
+            "evals": result.evals,
+        }
+        if d.main:
+            save_state(state_path, full)
+            if on_checkpoint is not None:
+                on_checkpoint(result)
+        barrier(d)
 
     def evaluate(step: int) -> None:
         if eval_fn is None or any(e["step"] == step for e in result.evals):
@@ -177,45 +222,65 @@ def run_loop(
         rng = torch.get_rng_state()
         was_training = model.training
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(autocast_dtype, d):
             row = {"step": step, **eval_fn(step)}
         model.train(was_training)
         torch.set_rng_state(rng)
         result.evals.append(row)
 
     start = result.resumed_from
-    bar, owned = _progress(progress, steps, start, desc)
+    bar, owned = _progress(progress if d.main else None, steps, start, desc)
     model.train()
     if start == 0:
         evaluate(0)
     done_here = 0
+    window_tokens, window_seconds = 0, 0.0  # training work only: evaluation and saving excluded
     try:
         for step in range(start, steps):
             if stop_after is not None and done_here >= stop_after:
                 checkpoint(step)
                 return result
+            step_start = time.perf_counter()
             batch = batches.next_batch()
-            loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
-                raise RopeConfigError(f"loss is {loss.item()} at step {step}: lower the learning rate")
+            micro = _micro_batches(batch, grad_accum)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total = torch.zeros((), dtype=torch.float32, device=d.device)
+            for i, part in enumerate(micro):
+                with no_sync(model, i < grad_accum - 1), autocast(autocast_dtype, d):
+                    loss = loss_fn(model, part)
+                    if grad_accum > 1:
+                        loss = loss / grad_accum
+                loss.backward()
+                total += loss.detach().float()
+            loss_value = float(mean_over_ranks(total, d).item())
+            if not math.isfinite(loss_value):
+                raise RopeConfigError(f"loss is {loss_value} at step {step}: lower the learning rate")
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            step_seconds = time.perf_counter() - step_start
+            window_seconds += step_seconds
             done = step + 1
             done_here += 1
+            first = batch[0] if isinstance(batch, (tuple, list)) else batch
+            step_tokens = tokens_per_step or first.numel() * d.world
+            window_tokens += step_tokens
             if done % max(log_every, 1) == 0 or done == steps:
-                result.history.append({"step": done, "loss": float(loss.item()), "lr": float(lr)})
+                rate = window_tokens / window_seconds if window_seconds > 0 else float("nan")
+                result.history.append(
+                    {"step": done, "loss": loss_value, "lr": float(lr), "tokens_per_s": round(rate, 1)}
+                )
+                window_tokens, window_seconds = 0, 0.0
             if (eval_every and done % eval_every == 0) or done == steps:
                 evaluate(done)
             if bar is not None:
                 bar.update(1)
                 if owned:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                    rate_now = step_tokens / step_seconds if step_seconds > 0 else 0.0
+                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", tok_s=f"{rate_now:.0f}")
             if (checkpoint_every and done % checkpoint_every == 0) or done == steps:
                 checkpoint(done)
     finally:

@@ -1,0 +1,112 @@
+"""`ropelab finetune`: fine-tune a model at a longer length with a method; runs unchanged under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from ropelab.cli.common import add_out_arg
+from ropelab.cli.model_cmds import length_list
+
+
+def one_length(text: str) -> int:
+    values = length_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one length like 16k, got {text!r}")
+    return values[0]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune at a longer length with a method (one CPU, or torchrun for DDP/FSDP)",
+        description="Fine-tune a transformers causal LM (or a lab model: --model lab) at --length with "
+        "--method applied; resumable (run the same command again), logs loss/lr/tokens per second, "
+        "evaluates held-out loss at --length, saves curve.jsonl, curve.png and the model. Several "
+        "processes: torchrun --nproc_per_node=K -m ropelab finetune ... (DDP; --strategy fsdp to shard).",
+    )
+    g = p.add_argument_group("model and method")
+    g.add_argument(
+        "--model", default="smollm2", help="smollm2 (default), a model folder, .gguf, hub id, or lab"
+    )
+    g.add_argument(
+        "--method", default="yarn", help="a RoPE method (linear, ntk, yarn, ...) or none (default yarn)"
+    )
+    g.add_argument("--factor", type=float, help="scale factor (default: length / trained length)")
+    g.add_argument("--window", type=int, help="ReRoPE / Self-Extend window")
+    g.add_argument("--group", type=int, help="Self-Extend group size")
+    g.add_argument("--leak", type=float, help="leaky ReRoPE k")
+    d = p.add_argument_group("data and schedule")
+    d.add_argument("--length", type=one_length, required=True, help="training length in tokens, e.g. 16k")
+    d.add_argument("--corpus", default="stdlib", help="stdlib (default), FILE, DIR, or hf:NAME[:split]")
+    d.add_argument("--steps", type=int, default=100, help="optimiser steps (default 100)")
+    d.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
+    d.add_argument("--batch", type=int, default=1, help="sequences per process per micro-step (default 1)")
+    d.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimiser step (default 1)")
+    d.add_argument("--warmup", type=int, default=10, help="linear warm-up steps (default 10)")
+    d.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="after warm-up")
+    d.add_argument("--weight-decay", type=float, default=0.0)
+    d.add_argument("--seed", type=int, default=0)
+    o = p.add_argument_group("saving, evaluation, engine")
+    o.add_argument("--save-every", type=int, default=50, help="resume state every N steps (default 50)")
+    o.add_argument("--eval-every", type=int, default=25, help="held-out loss every N steps (default 25)")
+    o.add_argument("--eval-windows", type=int, default=4, help="held-out windows of --length (default 4)")
+    o.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 on GPUs")
+    o.add_argument(
+        "--grad-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute activations in backward (default: on for transformers models)",
+    )
+    o.add_argument("--strategy", choices=["auto", "ddp", "fsdp"], default="auto", help="under torchrun")
+    o.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    o.add_argument("--threads", type=int, help="torch CPU threads per process")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_out_arg(p, "out/finetune")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ropelab.finetune import FinetuneConfig, run_finetune
+
+    params = {k: getattr(args, k) for k in ("window", "group", "leak") if getattr(args, k) is not None}
+    cfg = FinetuneConfig(
+        length=args.length,
+        model=args.model,
+        method=args.method,
+        factor=args.factor,
+        params=params,
+        corpus=args.corpus,
+        steps=args.steps,
+        lr=args.lr,
+        batch=args.batch,
+        grad_accum=args.grad_accum,
+        warmup=args.warmup,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        save_every=args.save_every,
+        eval_every=args.eval_every,
+        eval_windows=args.eval_windows,
+        seed=args.seed,
+        precision=args.precision,
+        grad_checkpointing=args.grad_checkpointing,
+        strategy=args.strategy,
+        device=args.device,
+        threads=args.threads,
+    )
+    command = "ropelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_finetune(cfg, args.out, progress=not args.quiet, command=command)
+    if summary.get("finished") and summary.get("model") and os.environ.get("RANK", "0") == "0":
+        last = summary["evals"][-1] if summary.get("evals") else {}
+        first = summary["evals"][0] if summary.get("evals") else {}
+        if first and last:
+            print(
+                f"held-out loss at {args.length}: {first['loss']:.4f} (step {first['step']}) -> "
+                f"{last['loss']:.4f} (step {last['step']})"
+            )
+        print(f"model: {summary['model']}; curve: {args.out / 'curve.jsonl'}, {summary.get('plot')}")
+        if summary.get("tokens_per_s_median"):
+            print(f"training throughput: {summary['tokens_per_s_median']:.0f} tokens/s (median over steps)")
+    return 0

@@ -1,0 +1,76 @@
+"""The settings of one fine-tuning run (``ropelab finetune`` and the lab's fine-tuning units)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ropelab.errors import RopeConfigError
+
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What to fine-tune, with which method, at which length, and how.
+
+    ``batch`` is the micro-batch of one process; one optimiser step sees
+    ``batch * grad_accum * world_size`` windows of ``length`` tokens (the *global batch*), and the
+    data of step i depends only on (``seed``, i, global batch): the same for 1 process with
+    ``grad_accum = K`` as for K processes with ``grad_accum = 1``.
+    """
+
+    length: int
+    model: str = "smollm2"
+    method: str = "yarn"
+    factor: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    corpus: str = "stdlib"
+    steps: int = 100
+    lr: float = 2e-5
+    batch: int = 1
+    grad_accum: int = 1
+    warmup: int = 10
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    save_every: int = 50
+    eval_every: int = 25
+    eval_windows: int = 4
+    log_every: int = 1
+    seed: int = 0
+    precision: str = "auto"
+    grad_checkpointing: bool | None = None  # None: on for transformers models, off for the lab's
+    strategy: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.length < 2:
+            raise RopeConfigError(f"--length must be >= 2, got {self.length}")
+        for name in ("steps", "warmup", "save_every", "eval_every"):
+            if getattr(self, name) < 0:
+                raise RopeConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise RopeConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.eval_windows < 0:
+            raise RopeConfigError(f"--eval-windows must be >= 0, got {self.eval_windows}")
+        if not self.lr > 0:
+            raise RopeConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.factor is not None and not self.factor >= 1:
+            raise RopeConfigError(f"--factor must be >= 1, got {self.factor}")
+        if self.schedule not in SCHEDULES:
+            raise RopeConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise RopeConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def identity(self, world: int) -> dict[str, Any]:
+        """What a resume state must match: everything that changes the numbers (not the logging)."""
+        keep = {k: v for k, v in self.to_dict().items() if k not in ("save_every", "log_every", "threads")}
+        return {**keep, "world": world}

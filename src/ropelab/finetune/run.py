@@ -1,0 +1,245 @@
+"""Fine-tuning at a longer length: one code path for ``ropelab finetune`` and the lab's fine-tuning.
+
+:func:`train` is the shared core: seed, apply the method at the fine-tuning length, hand the model
+to the engine (:mod:`ropelab.train.distributed`: DDP or FSDP under ``torchrun``), draw the step's
+global batch and keep this rank's rows, AdamW with warm-up then cosine (or constant), and
+:func:`ropelab.train.loop.run_loop` (gradient accumulation, resume state, bf16 autocast).
+The lab's ``_finetune`` calls it with its own evaluation; :func:`run_finetune` (the command) adds
+the held-out evaluation at the fine-tuning length, the curve (JSONL and PNG), and saving the model.
+
+Data parallelism is PyTorch's: the global batch of a step is the same whatever the number of
+processes, so K processes give the loss curve of one process with ``grad_accum = K`` (a test).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ropelab.finetune.config import FinetuneConfig
+from ropelab.finetune.curves import plot_curve, write_curve
+from ropelab.finetune.targets import HFTarget, LabTarget, load_target
+from ropelab.train.distributed import (
+    Dist,
+    ShardedBatches,
+    setup,
+    sum_over_ranks,
+    teardown,
+    unwrap,
+    wrap,
+)
+from ropelab.train.loop import LoopResult, run_loop, set_determinism
+from ropelab.train.optim import adamw, warmup_cosine
+
+Target = LabTarget | HFTarget
+
+
+def autocast_dtype(cfg: FinetuneConfig, d: Dist) -> torch.dtype | None:
+    """bf16 autocast: ``bf16`` always, ``auto`` on a GPU that has bf16, never for ``fp32``."""
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    if cfg.precision == "auto" and d.device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def train(
+    target: Target,
+    cfg: FinetuneConfig,
+    d: Dist,
+    *,
+    state_path: Path | None,
+    meta: dict[str, Any],
+    eval_fn: Callable[[int], dict[str, Any]] | None = None,
+    progress: Any = None,
+    desc: str = "finetune",
+    stop_after: int | None = None,
+    on_checkpoint: Callable[[LoopResult], None] | None = None,
+    no_decay: tuple[str, ...] = (),
+) -> tuple[torch.nn.Module, LoopResult]:
+    """Fine-tune ``target`` per ``cfg``; returns (the engine's model, the loop's result)."""
+    set_determinism(cfg.seed, cfg.threads)
+    target.apply_method(cfg.method, cfg.factor, cfg.length, cfg.params)
+    checkpointing = cfg.grad_checkpointing if cfg.grad_checkpointing is not None else target.kind == "hf"
+    if checkpointing:
+        target.gradient_checkpointing()
+    from ropelab.lab.data import RandomWindows
+
+    rows = cfg.batch * cfg.grad_accum * d.world  # the global batch
+    source = RandomWindows(target.train_tokens(), batch_size=rows, length=cfg.length, seed=cfg.seed)
+    model = wrap(target.model, d)
+    optimizer = adamw(unwrap(model), lr=cfg.lr, weight_decay=cfg.weight_decay, no_decay=no_decay)
+    min_ratio = 1.0 if cfg.schedule == "constant" else cfg.min_lr_ratio
+    scheduler = warmup_cosine(optimizer, warmup=cfg.warmup, steps=cfg.steps, min_ratio=min_ratio)
+    result = run_loop(
+        model,
+        ShardedBatches(source, d),
+        target.loss,
+        optimizer,
+        scheduler,
+        steps=cfg.steps,
+        state_path=state_path,
+        checkpoint_every=cfg.save_every,
+        grad_clip=cfg.grad_clip,
+        log_every=cfg.log_every,
+        eval_fn=eval_fn,
+        eval_every=cfg.eval_every,
+        meta=meta,
+        progress=progress,
+        desc=desc,
+        stop_after=stop_after,
+        grad_accum=cfg.grad_accum,
+        dist=d,
+        tokens_per_step=rows * cfg.length,
+        autocast_dtype=autocast_dtype(cfg, d),
+        on_checkpoint=on_checkpoint,
+    )
+    return model, result
+
+
+def held_out_eval(
+    target: Target, model: torch.nn.Module, windows: torch.Tensor, d: Dist
+) -> Callable[[int], dict[str, Any]]:
+    """Held-out loss at the fine-tuning length, split at the model's trained length.
+
+    ``windows`` int64 ``[n, length + 1]``; rank r scores windows r, r + K, ...; every rank runs the
+    same number of forward passes (FSDP needs them all), a rank short of windows repeating one with
+    weight 0. Returns ``{loss, loss_within, loss_beyond}`` (nats/token; beyond = positions >= T).
+    """
+    trained = target.trained_length
+    device = d.device
+    per_rank = math.ceil(windows.shape[0] / d.world)
+
+    def evaluate(step: int) -> dict[str, Any]:
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # within, n_within, beyond, n_beyond
+        for j in range(per_rank):
+            i = d.rank + j * d.world
+            weight = 1.0 if i < windows.shape[0] else 0.0
+            w = windows[min(i, windows.shape[0] - 1)].to(device)
+            logits = target.logits(model, w[None, :-1])
+            nll = torch.nn.functional.cross_entropy(logits[0].float(), w[1:], reduction="none").double()
+            sums += weight * torch.stack(
+                [
+                    nll[:trained].sum(),
+                    torch.tensor(float(nll[:trained].numel()), device=device),
+                    nll[trained:].sum(),
+                    torch.tensor(float(nll[trained:].numel()), device=device),
+                ]
+            ).to(sums)
+        within, n_within, beyond, n_beyond = sum_over_ranks(sums, d).tolist()
+        return {
+            "loss": (within + beyond) / (n_within + n_beyond),
+            "loss_within": within / n_within if n_within else None,
+            "loss_beyond": beyond / n_beyond if n_beyond else None,
+        }
+
+    return evaluate
+
+
+def run_finetune(
+    cfg: FinetuneConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    stop_after: int | None = None,
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The ``ropelab finetune`` job (see the module doc); resumable from ``out/state.pt``.
+
+    Writes ``out/curve.jsonl`` (training rows ``{step, loss, lr, tokens_per_s}`` and evaluation
+    rows) at every save, and at the end ``out/curve.png``, the model (``out/model`` for
+    transformers models, ``out/model.safetensors`` for lab models) and ``out/run.json``.
+    """
+    d = setup(cfg.device, cfg.strategy)
+    try:
+        return _run(cfg, Path(out), d, progress=progress, stop_after=stop_after, command=command, log=log)
+    finally:
+        teardown(d)
+
+
+def _run(
+    cfg: FinetuneConfig,
+    out: Path,
+    d: Dist,
+    *,
+    progress: bool,
+    stop_after: int | None,
+    command: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    summary_path = out / "run.json"
+    identity = cfg.identity(d.world)
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("identity") == identity and summary.get("finished"):
+            if d.main:
+                log(f"already finished: {summary_path} (delete {out} to run again)")
+            return summary
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
+    target = load_target(cfg.model, cfg.corpus)
+    windows = target.eval_windows(cfg.length, cfg.eval_windows) if cfg.eval_windows else None
+    if d.main:
+        rows = cfg.batch * cfg.grad_accum * d.world
+        log(
+            f"{target.kind} model {cfg.model} (trained to {target.trained_length}); method {cfg.method}; "
+            f"length {cfg.length}; {d.world} process(es), {d.strategy}, {d.device}; global batch {rows} x "
+            f"{cfg.length} tokens; {cfg.steps} steps"
+        )
+        if cfg.length <= target.trained_length:
+            log(f"note: --length {cfg.length} is not beyond the trained length {target.trained_length}")
+    # evaluation calls the model itself: DDP's wrapper is for training; FSDP shards it in place
+    evaluate = held_out_eval(target, target.model, windows, d) if windows is not None else None
+
+    curve_path = out / "curve.jsonl"
+    extra = {"command": command, "config": cfg.to_dict(), "world": d.world}
+    model, result = train(
+        target,
+        cfg,
+        d,
+        state_path=out / "state.pt",
+        meta=identity,
+        eval_fn=evaluate,
+        progress=progress,
+        desc=f"finetune {cfg.method}",
+        stop_after=stop_after,
+        on_checkpoint=lambda r: write_curve(curve_path, r),
+    )
+    finished = (bool(result.history) and result.history[-1]["step"] == cfg.steps) or cfg.steps == 0
+    summary: dict[str, Any] = {
+        "identity": identity,
+        "finished": finished,
+        "target": target.describe(),
+        "world": d.world,
+        "strategy": d.strategy,
+        "device": d.device,
+        "steps_done": result.history[-1]["step"] if result.history else result.resumed_from,
+        "resumed_from": result.resumed_from,
+        "seconds_this_run": round(time.perf_counter() - start, 1),
+        "command": command,
+        "final_loss": result.final_loss,
+        "evals": result.evals,
+    }
+    if finished:
+        from ropelab.train.distributed import model_state
+
+        state = model_state(model, d) if d.strategy == "fsdp" else None  # every rank gathers
+        if d.main:
+            write_curve(curve_path, result)
+            summary["plot"] = str(plot_curve(out / "curve.png", result, cfg, target.trained_length))
+            summary["model"] = str(target.save(out, extra, state=state))
+            rates = [h["tokens_per_s"] for h in result.history if h.get("tokens_per_s")]
+            summary["tokens_per_s_median"] = sorted(rates)[len(rates) // 2] if rates else None
+            (out / "state.pt").unlink(missing_ok=True)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
+    return summary

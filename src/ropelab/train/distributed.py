@@ -1,0 +1,240 @@
+"""PyTorch's own data-parallel engines under ``torchrun``: DDP, or FSDP (``fully_shard``) for big models.
+
+ropelab does not implement data parallelism: under ``torchrun --nproc_per_node=K`` (which sets
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``), :func:`setup` joins the process group
+(NCCL on GPUs, gloo on CPUs), :func:`wrap` hands the model to ``DistributedDataParallel`` or to
+FSDP2's ``fully_shard`` (one shard group per transformer block, then the root), and the gradient
+all-reduce / reduce-scatter is theirs. What is ours: which rows of the global batch each rank
+takes (:class:`ShardedBatches`), averaging the logged loss, and saving and loading
+full (unsharded) state dicts on rank 0 through ``torch.distributed.checkpoint.state_dict``.
+
+Started without ``torchrun`` (``WORLD_SIZE`` unset), everything here is a no-op: one process, the
+model unwrapped, plain ``state_dict`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ropelab.errors import RopeConfigError
+
+STRATEGIES = ("auto", "ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: ``rank`` of ``world`` processes, on ``device``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+    strategy: str = "none"  # "none" | "ddp" | "fsdp"
+
+    @property
+    def main(self) -> bool:
+        """True on the process that writes files and shows progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup(device: str = "auto", strategy: str = "auto") -> Dist:
+    """Join the ``torchrun`` process group if there is one; pick the device.
+
+    ``device``: ``auto`` (this rank's GPU if CUDA is available, else CPU), ``cpu`` or ``cuda``.
+    ``strategy``: ``auto`` (DDP when distributed), ``ddp`` or ``fsdp``.
+    """
+    if strategy not in STRATEGIES:
+        raise RopeConfigError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise RopeConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RopeConfigError("--device cuda but CUDA is not available")
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if world == 1:
+        if strategy == "fsdp":
+            raise RopeConfigError(
+                "--strategy fsdp needs several processes: start with torchrun --nproc_per_node=K"
+            )
+        return Dist(device=device)
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(rank, world, local, device, "fsdp" if strategy == "fsdp" else "ddp")
+
+
+def teardown(d: Dist) -> None:
+    """Leave the process group (after a final barrier) if this process joined one."""
+    if d.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated transformer blocks: the children of the longest ``nn.ModuleList`` in the model."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
+
+
+def wrap(model: nn.Module, d: Dist) -> nn.Module:
+    """The model as the engine trains it: itself (one process), DDP, or FSDP2-sharded in place."""
+    model.to(d.device)
+    if d.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [d.local_rank] if d.device.startswith("cuda") else None
+        return DistributedDataParallel(model, device_ids=ids)
+    if d.strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(d.device.split(":")[0], (d.world,))
+        for block in _blocks(model):
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside a DDP wrapper (FSDP2 shards in place: the module itself)."""
+    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+
+
+def no_sync(model: nn.Module, skip: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP's ``no_sync`` for the micro-batches before the last of an accumulation (else nothing)."""
+    if skip and hasattr(model, "no_sync"):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def mean_over_ranks(value: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The mean of a scalar across ranks (the value itself in one process)."""
+    if not d.distributed:
+        return value
+    import torch.distributed as dist
+
+    out = value.detach().clone().float()
+    dist.all_reduce(out)
+    return out / d.world
+
+
+def sum_over_ranks(values: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Element-wise sum of a tensor across ranks."""
+    if not d.distributed:
+        return values
+    import torch.distributed as dist
+
+    out = values.detach().clone()
+    dist.all_reduce(out)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def model_state(model: nn.Module, d: Dist) -> dict[str, Any]:
+    """The full model state dict (every rank must call it; only rank 0's copy is complete under FSDP)."""
+    if not d.distributed:
+        return unwrap(model).state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_options())
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist) -> dict[str, Any]:
+    """The full optimiser state dict, keyed by parameter names when distributed."""
+    if not d.distributed:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_options())
+
+
+def load_model_state(model: nn.Module, state: dict[str, Any], d: Dist) -> None:
+    if not d.distributed:
+        unwrap(model).load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def load_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], d: Dist
+) -> None:
+    if not d.distributed:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+@contextlib.contextmanager
+def autocast(dtype: torch.dtype | None, d: Dist) -> Iterator[None]:
+    """bf16 autocast on this rank's device when ``dtype`` is set, else nothing."""
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device_type=d.device.split(":")[0], dtype=dtype):
+        yield
+
+
+class ShardedBatches:
+    """This rank's rows of a global batch source, so that K processes see the batch one process would.
+
+    ``source.next_batch()`` gives the step's *global* batch (a tuple of tensors with ``K * n``
+    rows, ``K`` = world size); rank ``r`` keeps rows ``[r n, (r + 1) n)``. The position (the
+    source's state) is the same on every rank, so resuming restores it from rank 0's save.
+    """
+
+    def __init__(self, source: Any, d: Dist) -> None:
+        self.source = source
+        self.d = d
+
+    def next_batch(self) -> Any:
+        batch = self.source.next_batch()
+        if not self.d.distributed:
+            return batch
+        rows = batch[0].shape[0]
+        if rows % self.d.world:
+            raise RopeConfigError(f"a global batch of {rows} rows does not split over {self.d.world} ranks")
+        n = rows // self.d.world
+        return tuple(t[self.d.rank * n : (self.d.rank + 1) * n] for t in batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state)

@@ -1,0 +1,242 @@
+"""`ropelab finetune`: DDP/FSDP under torchrun equal one process, resume equals uninterrupted, saving."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ropelab.cli import main
+from ropelab.finetune import FinetuneConfig, run_finetune
+from ropelab.finetune.targets import split_stream
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few stdlib files: enough tokens for the tiny model's windows, both sides of the split."""
+    from ropelab.data import stdlib_files
+    from ropelab.lab.data import is_validation
+
+    folder = tmp_path_factory.mktemp("corpus")
+    files = stdlib_files()
+    held = [p for p in files if is_validation(p.name)][:2]
+    train = [p for p in files if not is_validation(p.name)][:6]
+    for p in held + train:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+def _curve(out: Path) -> tuple[list[tuple[int, float, float]], list[dict]]:
+    rows = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    train = [(r["step"], r["loss"], r["lr"]) for r in rows if r["kind"] == "train"]
+    evals = [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "eval"]
+    return train, evals
+
+
+def _tiny_cfg(model: Path, corpus: Path, **over) -> FinetuneConfig:
+    base = dict(
+        length=128,
+        model=str(model),
+        method="yarn",
+        factor=2.0,
+        corpus=str(corpus),
+        steps=4,
+        lr=2e-3,
+        batch=2,
+        warmup=1,
+        eval_every=2,
+        eval_windows=2,
+        threads=1,
+    )
+    return FinetuneConfig(**{**base, **over})
+
+
+def _torchrun(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*cmd, "-m", "ropelab", "finetune", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _cli_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model", str(model), "--method", "yarn", "--factor", "2", "--corpus", str(corpus),
+        "--length", "128", "--steps", "4", "--lr", "2e-3", "--warmup", "1", "--eval-every", "2",
+        "--eval-windows", "2", "--threads", "1", "--quiet", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_equal_one_with_the_same_global_batch(
+    tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path, strategy: str
+) -> None:
+    """2 gloo processes x batch 2 == 1 process x batch 2 x 2 accumulation steps (global batch 4)."""
+    one = tmp_path / "one"
+    assert (
+        main(["finetune", *_cli_args(tiny_model_dir, corpus_dir, one, "--batch", "2", "--grad-accum", "2")])
+        == 0
+    )
+    two = tmp_path / "two"
+    _torchrun(_cli_args(tiny_model_dir, corpus_dir, two, "--batch", "2", "--strategy", strategy), tmp_path)
+    (train1, evals1), (train2, evals2) = _curve(one), _curve(two)
+    assert [s for s, _, _ in train1] == [1, 2, 3, 4]
+    assert [s for s, _, _ in train2] == [1, 2, 3, 4]
+    assert [lr for _, _, lr in train1] == [lr for _, _, lr in train2]
+    assert [loss for _, loss, _ in train2] == pytest.approx([loss for _, loss, _ in train1], abs=2e-5)
+    for a, b in zip(evals1, evals2, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], abs=2e-5)
+    run2 = json.loads((two / "run.json").read_text())
+    assert run2["world"] == 2 and run2["strategy"] == strategy and run2["finished"]
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], atol=1e-5, rtol=1e-4)
+
+
+def test_resume_equals_uninterrupted_run(tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny_cfg(tiny_model_dir, corpus_dir, steps=6, save_every=2, eval_every=3)
+    straight = run_finetune(cfg, tmp_path / "straight", progress=False, log=lambda _: None)
+    assert straight["finished"]
+    out = tmp_path / "resumed"
+    part = run_finetune(cfg, out, progress=False, stop_after=3, log=lambda _: None)
+    assert not part["finished"] and (out / "state.pt").exists()
+    again = run_finetune(cfg, out, progress=False, log=lambda _: None)
+    assert again["finished"] and again["resumed_from"] == 3
+    assert not (out / "state.pt").exists()  # a finished run leaves the model, not the state
+    assert _curve(out) == _curve(tmp_path / "straight")
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same command once more: nothing to do
+    lines: list[str] = []
+    assert run_finetune(cfg, out, progress=False, log=lines.append)["finished"]
+    assert "already finished" in lines[0]
+    # another configuration in the same folder is refused, not mixed in
+    part2 = tmp_path / "other"
+    run_finetune(cfg, part2, progress=False, stop_after=1, log=lambda _: None)
+    with pytest.raises(Exception, match="another run"):
+        run_finetune(_tiny_cfg(tiny_model_dir, corpus_dir, steps=6, lr=1e-3), part2, progress=False)
+
+
+def test_saved_model_carries_the_method(tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    """transformers loads the saved folder with yarn in rope_parameters; logits equal the trained model's."""
+    from transformers import AutoModelForCausalLM
+
+    from ropelab.finetune.targets import HFTarget
+    from ropelab.hf.load import load_model
+
+    cfg = _tiny_cfg(tiny_model_dir, corpus_dir, steps=2, eval_windows=0)
+    summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
+    folder = Path(summary["model"])
+    config = json.loads((folder / "config.json").read_text())
+    assert config["rope_parameters"]["rope_type"] == "yarn"
+    assert config["rope_parameters"]["factor"] == 2.0
+    assert config["max_position_embeddings"] == 128
+    assert config["ropelab"]["finetune"]["config"]["length"] == 128
+    ids = torch.randint(0, 300, (1, 100), generator=torch.Generator().manual_seed(0))
+    plain = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ours, _ = load_model(str(folder))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, plain(ids).logits, atol=1e-5, rtol=0)
+    # the fine-tuned weights with the method applied by hand give the same logits
+    target = HFTarget.load(str(tiny_model_dir), str(corpus_dir))
+    target.model.load_state_dict(plain.state_dict())
+    target.apply_method("yarn", 2.0, 128, {})
+    with torch.no_grad():
+        torch.testing.assert_close(target.model(ids).logits, plain(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_method_transformers_lacks_is_reapplied_on_load(
+    tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """A dynamic-yarn fine-tune: ropelab's loader re-applies it (and "none" keeps it)."""
+    from ropelab.finetune.targets import HFTarget
+    from ropelab.hf import extend
+    from ropelab.hf.load import load_model
+
+    cfg = _tiny_cfg(tiny_model_dir, corpus_dir, method="dynamic-yarn", factor=None, steps=1, eval_windows=0)
+    summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
+    loaded, _ = load_model(summary["model"])
+    target = HFTarget.load(summary["model"].replace("/model", "/model"), str(corpus_dir))
+    assert loaded.config.ropelab["method"] == "dynamic-yarn"
+    ids = torch.randint(0, 300, (1, 150), generator=torch.Generator().manual_seed(1))
+    ref, _ = load_model(str(tiny_model_dir))
+    ref.load_state_dict(loaded.state_dict())
+    extend(ref, "dynamic-yarn")
+    with torch.no_grad():
+        expected = ref(ids).logits
+        torch.testing.assert_close(loaded(ids).logits, expected, atol=1e-5, rtol=0)
+        extend(loaded, "none")  # "as saved", not the un-extended model
+        torch.testing.assert_close(loaded(ids).logits, expected, atol=1e-5, rtol=0)
+    assert target.model.config.ropelab["method"] == "dynamic-yarn"
+
+
+def test_lab_model_finetunes_and_saves(tmp_path: Path) -> None:
+    from ropelab.lab.checkpoints import load_checkpoint
+
+    cfg = FinetuneConfig(
+        length=256, model="lab", method="linear", steps=2, batch=2, lr=5e-4, warmup=1, eval_every=2,
+        eval_windows=2, threads=1,
+    )  # fmt: skip
+    summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
+    assert summary["target"]["method"] == "pi"  # the lab's label for linear
+    first, last = summary["evals"][0], summary["evals"][-1]
+    assert last["loss"] < first["loss"]  # PI zero-shot hurts; two steps already repair some of it
+    assert first["loss_beyond"] is not None and first["loss_within"] is not None
+    model, meta = load_checkpoint(tmp_path / "model.safetensors")
+    assert meta["finetune"]["method"] == "pi"
+    assert model.encoding.config()["method"] == "linear" and model.encoding.config()["factor"] == 2.0
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_split_stream_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    windows = split_stream(torch.arange(100), 30, 5)
+    assert windows.shape == (3, 31) and windows[1, 0] == 30
+    with pytest.raises(Exception, match="not one evaluation window"):
+        split_stream(torch.arange(10), 30, 2)
+    cases = [
+        (["--length", "x"], "expected lengths"),
+        (["--model", "lab", "--length", "512", "--corpus", "hf:wikitext"], "lab models train on"),
+        (["--model", "lab", "--length", "512", "--factor", "2"], "factor = length / trained length"),
+        (["--model", "lab", "--length", "512", "--strategy", "fsdp"], "several processes"),
+        (["--model", "lab", "--length", "512", "--method", "nope"], "unknown lab method"),
+        (["--model", "./missing", "--length", "512"], "no such folder"),
+        (["--model", "lab", "--length", "512", "--steps", "-1"], "--steps must be >= 0"),
+    ]
+    for args, message in cases:
+        try:
+            status = main(["finetune", *args, "--out", str(tmp_path / "x")])
+        except SystemExit as stop:  # argparse's own errors
+            status = stop.code
+        assert status == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
+    cfg = FinetuneConfig(
+        length=256, model="lab", method="yarn", steps=1, batch=2, lr=5e-4, warmup=1, eval_windows=1,
+        precision="bf16", threads=1,
+    )  # fmt: skip
+    summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
+    assert summary["finished"] and all(torch.isfinite(torch.tensor(e["loss"])) for e in summary["evals"])
