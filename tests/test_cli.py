@@ -176,3 +176,18 @@ def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "did you mean 'yarn'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_output_cut_short_by_a_pipe_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ropelab methods | head -1`: the reader left; exit 0 and no BrokenPipe traceback."""
+    import io
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            raise io.UnsupportedOperation("no file")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["methods"]) == 0
