@@ -67,12 +67,17 @@ def greedy_continue(
     cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
     ids = torch.tensor([rest], dtype=torch.long)
     positions = torch.arange(prefix_len, prefix_len + len(rest))[None]
-    out = model(input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True)
+    # logits_to_keep=1: only the last position's logits, not [len(rest), vocab] thrown away
+    out = model(
+        input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
     cache, generated = out.past_key_values, []
     nxt = out.logits[:, -1].argmax(-1)
     pos = prefix_len + len(rest)
-    for _ in range(new_tokens):
+    for i in range(new_tokens):
         generated.append(int(nxt))
+        if i == new_tokens - 1:
+            break  # the next token's forward pass would go unused
         out = model(
             input_ids=nxt[:, None], past_key_values=cache, position_ids=torch.tensor([[pos]]), use_cache=True
         )
@@ -85,7 +90,7 @@ def greedy_continue(
 def prefix_cache(model: Any, prefix: list[int]) -> Any:
     if not prefix:
         return None
-    out = model(input_ids=torch.tensor([prefix]), use_cache=True)
+    out = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)  # the cache is the point
     return out.past_key_values
 
 
