@@ -5,6 +5,9 @@ through ``common.cli``). Each runs in its own process (``--json``), one after an
 listed in RESULTS.md with the command that runs them. Every number is a ratio of variants timed within
 one script's run, never an absolute time compared across runs.
 
+``--only`` runs just those scripts and updates their sections of an existing RESULTS.md (each stamped
+with its own date and machine), keeping every other section and the header of the last full run.
+
     .venv/bin/python benchmarks/run_all.py [--only rotary_speed,cos_sin_cache] [--out PATH]
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SKIP = {"run_all.py", "common.py"}
+OTHERS = "Not in the suite (run separately)"
 TABLE_HEAD = "| config | ratio (median) | ratio (best times) | target | result | shapes |"
 
 
@@ -61,7 +65,9 @@ def run_script(path: Path) -> tuple[list[dict], float, str]:
         return json.loads(out.read_text()), seconds, ""
 
 
-def render(results: list[tuple[Path, list[dict], float, str]], others: list[Path], header: str) -> str:
+def render(
+    results: list[tuple[Path, list[dict], float, str]], others: list[Path], header: str, stamp: str = ""
+) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -77,7 +83,7 @@ def render(results: list[tuple[Path, list[dict], float, str]], others: list[Path
         "",
     ]
     for path, rows, seconds, error in results:
-        lines += [f"## {path.name}", "", doc_line(path), "", f"Ran in {seconds:.0f} s.", ""]
+        lines += [f"## {path.name}", "", doc_line(path), "", f"Ran in {seconds:.0f} s.{stamp}", ""]
         if error:
             lines += ["**Failed:**", "", "```", error, "```", ""]
             continue
@@ -101,21 +107,43 @@ def render(results: list[tuple[Path, list[dict], float, str]], others: list[Path
                 lines += ["", "</details>"]
             lines.append("")
     if others:
-        lines += ["## Not in the suite (run separately)", ""]
+        lines += [f"## {OTHERS}", ""]
         for path in others:
             lines.append(f"- `{path.name}`: {doc_line(path)} Run: `.venv/bin/python benchmarks/{path.name}`")
         lines.append("")
     return "\n".join(lines)
 
 
+def sections(text: str) -> tuple[str, dict[str, str]]:
+    """(the text before the first ``## `` heading, {heading: its section's text})."""
+    head, *parts = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    return head, {part.split("\n", 1)[0][3:].strip(): part for part in parts}
+
+
+def merge(old: str, new: str, scripts: set[str]) -> str:
+    """``old`` RESULTS.md with the script sections of ``new`` put in (replacing or added, in name order)
+    and its "not in the suite" list replaced; sections of scripts no longer in ``scripts`` dropped."""
+    head, kept = sections(old)
+    _, fresh = sections(new)
+    merged = {k: v for k, v in kept.items() if k in scripts}
+    merged.update((k, v) for k, v in fresh.items() if k != OTHERS)
+    parts = [merged[k] for k in sorted(merged)] + ([fresh[OTHERS]] if OTHERS in fresh else [])
+    return head + "".join(part.rstrip("\n") + "\n\n" for part in parts).rstrip("\n") + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated script names (without .py)")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--note", default="", help="with --only: a sentence added to each updated section")
     args = parser.parse_args()
     inside, others = suite_scripts()
+    suite = {p.name for p in inside}
     if args.only:
         wanted = set(args.only.split(","))
+        unknown = wanted - {p.stem for p in inside}
+        if unknown:
+            sys.exit(f"not suite scripts: {', '.join(sorted(unknown))}")
         inside = [p for p in inside if p.stem in wanted]
     header = machine()
     results = []
@@ -124,7 +152,13 @@ def main() -> None:
         rows, seconds, error = run_script(path)
         print(f"  {len(rows)} rows in {seconds:.0f} s" + (f"; FAILED:\n{error}" if error else ""), flush=True)
         results.append((path, rows, seconds, error))
-    Path(args.out).write_text(render(results, others, header))
+    out = Path(args.out)
+    if args.only and out.exists():
+        stamp = f" Updated alone (`run_all.py --only`) on {dt.date.today().isoformat()}; machine: {header}."
+        stamp += f" {args.note}" if args.note else ""
+        out.write_text(merge(out.read_text(), render(results, others, header, stamp), suite))
+    else:
+        out.write_text(render(results, others, header))
     print(f"wrote {args.out}")
     if any(error for *_, error in results):
         sys.exit(1)
