@@ -51,3 +51,16 @@ def test_passkey_short_prompt(smollm2) -> None:
     model, tok = smollm2
     cell = run_cell(model, tok, 256, 0.5, trials=2, seed=0)
     assert cell["accuracy"] == 1.0, cell  # well inside the trained length the model finds the key
+
+
+def test_dequantised_gguf_is_a_plain_model_that_saves(smollm2, tmp_path) -> None:
+    """transformers refuses to save a GGUF-loaded model; de-quantised, it is plain floats: fine-tunable,
+    savable (what `ropelab finetune --model smollm2` writes), and loadable without the GGUF."""
+    import json
+
+    model, _ = smollm2
+    assert getattr(model, "hf_quantizer", None) is None
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "quantization_config" not in config and config["num_hidden_layers"] == 30

@@ -108,9 +108,13 @@ class LabTarget:
         return self.corpus.train_tokens()
 
     def eval_windows(self, length: int, count: int) -> Tensor:
+        """The lab's own held-out windows (of 16 T + 1 tokens), cut to ``length + 1``: the same
+        text as the lab's tables score, so a run here reproduces the lab's fine-tuning numbers."""
         from ropelab.lab.data import eval_windows
+        from ropelab.lab.experiment import LabConfig
 
-        return eval_windows(self.corpus, length, count)
+        longest = self.trained_length * LabConfig().multiples[-1]
+        return eval_windows(self.corpus, max(length, longest), count)[:, : length + 1]
 
     def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
         return model(inputs)
@@ -161,6 +165,8 @@ class HFTarget:
         from ropelab.hf.load import load_model
 
         model, tokenizer = load_model(spec)
+        if getattr(model, "hf_quantizer", None) is not None:
+            raise RopeConfigError(f"{spec} is loaded quantised: fine-tune a float (or de-quantised) model")
         return cls(model, tokenizer, corpus, source=spec)
 
     def apply_method(self, method: str, factor: float | None, length: int, params: dict[str, Any]) -> None:

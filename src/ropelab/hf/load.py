@@ -65,8 +65,25 @@ def load_model(
     except (OSError, ValueError, ImportError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RopeConfigError(f"cannot load model {name!r}: {first}") from None
+    _drop_dequantized_gguf(model)
     apply_saved_method(model)
     return model.to(device).eval(), tokenizer
+
+
+def _drop_dequantized_gguf(model: Any) -> None:
+    """A GGUF that transformers de-quantised into plain float layers is an ordinary model: forget the
+    quantiser, so the model can be fine-tuned and saved (``save_pretrained`` refuses any model with a
+    GGUF quantiser). A GGUF whose layers stay packed for transformers' GGUF kernels is left alone."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    config = getattr(quantizer, "quantization_config", None)
+    method = getattr(getattr(config, "quant_method", None), "value", getattr(config, "quant_method", None))
+    if quantizer is None or method != "gguf" or getattr(quantizer, "packed_modules", None):
+        return  # not a GGUF, or layers kept packed for GGUF kernels
+    if not all(p.is_floating_point() for p in model.parameters()):
+        return
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def apply_saved_method(model: Any) -> str | None:
