@@ -175,6 +175,8 @@ def test_eval_command_end_to_end_and_resume(tiny_model_dir: Path, tmp_path: Path
     assert (tmp_path / "eval_prefix.png").exists()
     report = (tmp_path / "report.md").read_text()
     assert "| linear(factor=2)" in report and "|---" in report
+    header = next(line for line in report.splitlines() if line.startswith("| method"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["method", "32", "64", "128"]
     units = len(list(read_jsonl(tmp_path / "doc_results.jsonl")))
     assert units == 3 * 2
     # interrupted runs resume: a second run recomputes nothing and appends nothing

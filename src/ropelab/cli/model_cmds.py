@@ -194,10 +194,11 @@ def run_eval(args: argparse.Namespace) -> int:
             "last": f"loss on the same last {args.score_last} tokens given L tokens of context",
         }[metric]
         print(f"\n{title} (nats/token, 95% CI over documents; trained length {trained})")
-        print(format_table(list(rows_by_method.values())))
+        columns = ["method", *(str(length) for length in args.lengths)]  # lengths in order, not as resumed
+        print(format_table(list(rows_by_method.values()), columns))
         report += [
             f"\n## {title} (nats/token, [95% CI])\n",
-            format_table(list(rows_by_method.values()), markdown=True),
+            format_table(list(rows_by_method.values()), columns, markdown=True),
             "",
         ]
     (args.out / "report.md").write_text("\n".join(report) + "\n")
