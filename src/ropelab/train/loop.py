@@ -7,7 +7,8 @@ runs steps ``start .. steps-1``. Every ``checkpoint_every`` steps it writes a re
 atomically to ``state_path``; started again with the same ``state_path`` it continues from there,
 and the result equals an uninterrupted run (bitwise on one machine with one thread count).
 An optional ``eval_fn(step) -> dict`` runs at step 0, every ``eval_every`` steps and at the end,
-with the model in eval mode and the RNG untouched.
+with the model in eval mode and the RNG untouched. Under ``torchrun`` the same loop drives a DDP or
+FSDP model (:mod:`ropelab.train.distributed`): rank 0 writes the state, every rank reads it.
 """
 
 from __future__ import annotations
