@@ -28,6 +28,7 @@ from ropelab.finetune.targets import HFTarget, LabTarget, load_target
 from ropelab.train.distributed import (
     Dist,
     ShardedBatches,
+    model_state,
     setup,
     sum_over_ranks,
     teardown,
@@ -124,14 +125,9 @@ def held_out_eval(
             w = windows[min(i, windows.shape[0] - 1)].to(device)
             logits = target.logits(model, w[None, :-1])
             nll = torch.nn.functional.cross_entropy(logits[0].float(), w[1:], reduction="none").double()
-            sums += weight * torch.stack(
-                [
-                    nll[:trained].sum(),
-                    torch.tensor(float(nll[:trained].numel()), device=device),
-                    nll[trained:].sum(),
-                    torch.tensor(float(nll[trained:].numel()), device=device),
-                ]
-            ).to(sums)
+            inside, beyond = nll[:trained], nll[trained:]
+            row = [float(inside.sum()), inside.numel(), float(beyond.sum()), beyond.numel()]
+            sums += weight * torch.tensor(row, dtype=sums.dtype, device=device)
         within, n_within, beyond, n_beyond = sum_over_ranks(sums, d).tolist()
         return {
             "loss": (within + beyond) / (n_within + n_beyond),
@@ -229,8 +225,6 @@ def _run(
         "evals": result.evals,
     }
     if finished:
-        from ropelab.train.distributed import model_state
-
         state = model_state(model, d) if d.strategy == "fsdp" else None  # every rank gathers
         if d.main:
             write_curve(curve_path, result)

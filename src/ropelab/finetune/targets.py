@@ -51,7 +51,18 @@ def split_stream(tokens: Tensor, length: int, count: int) -> Tensor:
     return torch.stack([tokens[i * length : i * length + length + 1].long() for i in range(n)])
 
 
-class LabTarget:
+class _Target:
+    """What both targets share: the training loss through ``logits`` (the engine's wrapped model)."""
+
+    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        inputs, targets = batch
+        return cross_entropy(self.logits(model, inputs), targets)
+
+
+class LabTarget(_Target):
     """A lab model (:class:`ropelab.lab.model.TinyDecoder`) and the lab's byte corpus."""
 
     kind = "lab"
@@ -119,10 +130,6 @@ class LabTarget:
     def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
         return model(inputs)
 
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        inputs, targets = batch
-        return cross_entropy(self.logits(model, inputs), targets)
-
     def gradient_checkpointing(self) -> None:
         raise RopeConfigError("the lab's tiny models do not need (or support) gradient checkpointing")
 
@@ -144,7 +151,7 @@ class LabTarget:
         return save_checkpoint(folder / "model.safetensors", self.model, meta, dtype=torch.float32)
 
 
-class HFTarget:
+class HFTarget(_Target):
     """A transformers causal LM with its tokenizer, trained on a tokenised ``--corpus``."""
 
     kind = "hf"
@@ -213,10 +220,6 @@ class HFTarget:
 
     def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
         return model(input_ids=inputs, use_cache=False).logits
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        inputs, targets = batch
-        return cross_entropy(self.logits(model, inputs), targets)
 
     def gradient_checkpointing(self) -> None:
         self.model.config.use_cache = False

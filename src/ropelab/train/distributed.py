@@ -130,13 +130,7 @@ def no_sync(model: nn.Module, skip: bool) -> contextlib.AbstractContextManager[A
 
 def mean_over_ranks(value: torch.Tensor, d: Dist) -> torch.Tensor:
     """The mean of a scalar across ranks (the value itself in one process)."""
-    if not d.distributed:
-        return value
-    import torch.distributed as dist
-
-    out = value.detach().clone().float()
-    dist.all_reduce(out)
-    return out / d.world
+    return sum_over_ranks(value.float(), d) / d.world if d.distributed else value
 
 
 def sum_over_ranks(values: torch.Tensor, d: Dist) -> torch.Tensor:
