@@ -164,3 +164,31 @@ def test_summary_rows() -> None:
 def test_rope_is_a_plain_rope() -> None:
     rope = get_preset("gpt-oss-20b").ropes()[ALL_LAYERS]
     assert isinstance(rope, Rope) and rope.config.truncate is False and rope.config.scale == 32.0
+
+
+def test_cli_table_and_results(capsys, tmp_path) -> None:
+    from ropelab.cli import main
+
+    assert main(["presets", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["name", "model", "layers", "rope"]
+    rows = [line for line in lines if line.split() and line.split()[0] in PRESETS]
+    assert len(rows) == sum(len(p.rope_parameters()) for p in PRESETS.values())
+    llama = next(line for line in rows if line.startswith("llama-3.1-8b "))
+    assert llama.split()[2:] == ["all", "llama3", "500000", "8", "8192", "131072", "128", "128"]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["preset"] for r in records] == list(PRESETS)
+    assert all(r["source"] == PRESETS[r["preset"]].source for r in records)
+
+
+def test_cli_show_prints_config_and_source(capsys, tmp_path) -> None:
+    from ropelab.cli import main
+
+    assert main(["presets", "--show", "phi-4-mini", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"# source: {get_preset('phi-4-mini').source}" in out
+    assert '"partial_rotary_factor": 0.75' in out and '"rope_type": "longrope"' in out
+    assert main(["presets", "--show", "phi-4-min", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'phi-4-mini'" in err
