@@ -192,3 +192,10 @@ def test_cli_show_prints_config_and_source(capsys, tmp_path) -> None:
     assert main(["presets", "--show", "phi-4-min", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean 'phi-4-mini'" in err
+
+
+def test_presets_are_hashable_and_compare_by_value() -> None:
+    preset = get_preset("qwen3-8b")
+    same = Preset(**preset.to_dict())
+    assert same == preset and hash(same) == hash(preset)
+    assert {preset, same} == {preset}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from types import MappingProxyType
@@ -56,7 +56,7 @@ class Preset:
     name: str
     model_id: str
     source: str
-    config: Mapping[str, Any]
+    config: Mapping[str, Any] = field(hash=False)
     note: str = ""
 
     def __post_init__(self) -> None:
