@@ -143,6 +143,9 @@ def test_gemma3_local_and_global_layers() -> None:
     ropes = preset.ropes()
     assert ropes["full_attention"].config.base == 1_000_000
     assert ropes["sliding_attention"].config.base == 10_000
+    scaled = get_preset("gemma-3-12b").ropes()  # rope_scaling reaches the global layers only
+    full, local = scaled["full_attention"].config, scaled["sliding_attention"].config
+    assert (full.method, full.scale, local.method, local.scale) == ("linear", 8.0, "default", 1.0)
 
 
 def test_partial_rotary_and_mla_head_dims() -> None:
