@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ropelab.errors import RopeConfigError
+
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 QUESTION = "What is the pass key? The pass key is"
 INTRO = (
@@ -94,13 +96,34 @@ def prefix_cache(model: Any, prefix: list[int]) -> Any:
     return out.past_key_values
 
 
+def cell_prompts(tokenizer: Any, length: int, depth: float, trials: int, seed: int) -> list[Prompt]:
+    """The ``trials`` prompts of a (length, depth) cell, their keys seeded by (seed, length, depth).
+
+    Raises :class:`RopeConfigError` if ``length`` is too short for the prompt's fixed text (intro,
+    key line, question): such a prompt would be longer than the length it is labelled with.
+    """
+    if trials < 1:
+        raise RopeConfigError(f"trials must be >= 1, got {trials}")
+    if not 0 <= depth <= 1:
+        raise RopeConfigError(f"depth must lie in [0, 1], got {depth}")
+    rng = random.Random(f"{seed}:{length}:{depth}")
+    keys = [rng.randint(10000, 99999) for _ in range(trials)]
+    prompts = [build_prompt(tokenizer, length, depth, k) for k in keys]
+    longest = max(p.length for p in prompts)
+    if longest > length:
+        raise RopeConfigError(
+            f"passkey length {length} is shorter than the passkey prompt's fixed text ({longest} tokens "
+            f"with this tokenizer); use --lengths of at least {longest}"
+        )
+    return prompts
+
+
 def run_cell(
     model: Any, tokenizer: Any, length: int, depth: float, trials: int, seed: int, new_tokens: int = 8
 ) -> dict[str, Any]:
     """Accuracy of one (length, depth) cell over ``trials`` seeded keys, sharing the prefix cache."""
-    rng = random.Random(f"{seed}:{length}:{depth}")
-    keys = [rng.randint(10000, 99999) for _ in range(trials)]
-    prompts = [build_prompt(tokenizer, length, depth, k) for k in keys]
+    prompts = cell_prompts(tokenizer, length, depth, trials, seed)
+    keys = [p.key for p in prompts]
     shared = prompts[0].prefix
     assert all(p.prefix == shared for p in prompts)  # the key line comes after the shared filler
     cache = prefix_cache(model, shared)
