@@ -97,6 +97,7 @@ CASES: list[Case] = [
     # models: a garbage file, mistyped names (item 11: no 50 s of hub retries)
     Case("8", ("eval", "--model", "{tmp}/garbage.safetensors"), "cannot load model"),
     Case("8", ("eval", "--model", "{tmp}/file"), "cannot load model"),
+    Case("8", ("finetune", "--length", "64", "--model", "{tmp}/garbage.safetensors"), "safetensors"),
     Case("8", ("eval", "--model", "{tmp}/badweights", "--quiet"), "cannot load model", needs_model=True),
     Case("11", ("eval", "--model", "smolm2"), "did you mean 'smollm2'"),
     Case("11", ("passkey", "--model", "smolm2"), "did you mean 'smollm2'"),

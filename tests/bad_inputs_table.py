@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -39,13 +40,26 @@ transformers model. Items refer to issue 11.
 
 
 def _cell(text: str) -> str:
+    """Markdown-safe, with long runs of one character shown as ``<300 x>``."""
+    text = re.sub(r"(.)\1{19,}", lambda m: f"<{len(m.group(0))} {m.group(1)}>", text)
     return text.replace("|", "\\|")
+
+
+def _quote(arg: str) -> str:
+    """Shell quoting that leaves the ``{tmp}`` / ``{model}`` placeholders readable."""
+    names = ("{tmp}", "{model}")
+    for i, name in enumerate(names):
+        arg = arg.replace(name, f"PLACEHOLDER{i}X")
+    arg = shlex.quote(arg)
+    for i, name in enumerate(names):
+        arg = arg.replace(f"PLACEHOLDER{i}X", name)
+    return arg
 
 
 def case_row_key(case: Case) -> str:
     """The command-line cell of a case's row (what the test looks for in the doc)."""
-    env = [f"{k}={v}" for k, v in case.env.items()]
-    return f"`{_cell(' '.join([*env, shlex.join(['ropelab', *case.argv])]))}`"
+    words = [*(f"{k}={v}" for k, v in case.env.items()), "ropelab", *(_quote(a) for a in case.argv)]
+    return f"`{_cell(' '.join(words))}`"
 
 
 def run_case(case: Case, tmp: Path, model: Path | None) -> tuple[int, str]:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,8 @@ def test_read_only_out_for_finetune(tmp_path: Path, capsys) -> None:
 
 def test_interrupt_names_what_the_command_writes(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Ctrl-C in finetune names its resume state, not results.jsonl (which finetune does not write)."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(" ".join(f"word{i % 97} and more words" for i in range(4000)))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -123,6 +126,8 @@ def test_interrupt_names_what_the_command_writes(tiny_model_dir: Path, tmp_path:
             "128",
             "--steps",
             "100000",
+            "--corpus",
+            str(corpus),
             "--quiet",
             "--out",
             str(tmp_path / "ft"),
@@ -130,9 +135,12 @@ def test_interrupt_names_what_the_command_writes(tiny_model_dir: Path, tmp_path:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(HF_HUB_OFFLINE="1"),
+        env=_env(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1"),
     )
-    time.sleep(12)  # past the imports and the model load, into the steps
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the run's first line comes after the imports and the model load
+        if "steps" in line:
+            break
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -140,29 +148,12 @@ def test_interrupt_names_what_the_command_writes(tiny_model_dir: Path, tmp_path:
     assert "Traceback" not in err
 
 
-def test_passkey_quiet_prints_nothing_on_stderr(tiny_model_dir: Path, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ropelab",
-            "passkey",
-            "--model",
-            str(tiny_model_dir),
-            "--lengths",
-            "96",
-            "--depths",
-            "0.5",
-            "--trials",
-            "1",
-            "--quiet",
-            "--out",
-            str(tmp_path / "pk"),
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(HF_HUB_OFFLINE="1"),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
+def test_passkey_quiet_prints_nothing_on_stderr(tiny_model_dir: Path, tmp_path: Path, capfd) -> None:
+    """--quiet: no progress bars and no deprecation warnings from transformers (item 13)."""
+    argv = ["passkey", "--model", str(tiny_model_dir), "--lengths", "224", "--depths", "0.5", "--trials", "1"]
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*argv, "--quiet", "--out", str(tmp_path / "pk")]) == 0
+    assert capfd.readouterr().err == ""
+    assert not [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]

@@ -56,6 +56,14 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _unreadable_file() -> tuple[type[BaseException], ...]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:
+        return ()
+    return (SafetensorError,)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except RopeConfigError as err:
         sys.stderr.write(f"ropelab {args.command}: error: {err}\n")
+        return 2
+    except _unreadable_file() as err:  # not a safetensors file (finetune --model x.safetensors)
+        sys.stderr.write(f"ropelab {args.command}: error: not a readable safetensors file: {err}\n")
         return 2
     except OSError as err:  # a file the command could not read or write (missing, permissions, disk full)
         where = f": {err.filename}" if err.filename else ""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -182,24 +184,41 @@ def check_out_dir(path: Path, flag: str = "--out") -> None:
     It must be a folder or not exist yet; its nearest existing ancestor must be a writable folder;
     no name in it may be longer than the file system allows.
     """
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()
     shown = str(path) if len(str(path)) <= 100 else str(path)[:60] + "..." + str(path)[-20:]
-    if path.exists() and not path.is_dir():
+
+    def kind(p: Path) -> str | None:
+        """ "dir", "other" or None (missing); a name too long for the file system is an error."""
+        try:
+            return "dir" if stat.S_ISDIR(os.stat(p).st_mode) else "other"
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return "under-file"
+        except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:
+                raise too_long from None
+            raise RopeConfigError(f"{flag} {shown}: {err.strerror}") from None
+
+    longest = max(len(part.encode()) for part in path.parts)
+    too_long = RopeConfigError(
+        f"{flag} {shown} is too long for the file system (its longest name has {longest} bytes)"
+    )
+
+    found = kind(path)
+    if found == "other":
         raise RopeConfigError(f"{flag} {shown} exists and is not a folder; give a folder")
-    anchor = path.absolute()
-    while not anchor.exists() and anchor != anchor.parent:
+    anchor = path
+    while kind(anchor) in (None, "under-file") and anchor != anchor.parent:
         anchor = anchor.parent
-    if not anchor.is_dir():
+    if kind(anchor) != "dir":
         raise RopeConfigError(f"{flag} {shown}: {anchor} is a file, so no folder can be made under it")
     try:
-        name_max, path_max = os.pathconf(anchor, "PC_NAME_MAX"), os.pathconf(anchor, "PC_PATH_MAX")
+        name_max = os.pathconf(anchor, "PC_NAME_MAX")
     except (OSError, ValueError):
-        name_max, path_max = 255, 4096
-    longest = max((len(part.encode()) for part in path.absolute().parts), default=0)
-    if longest > name_max or len(str(path.absolute()).encode()) >= path_max:
-        raise RopeConfigError(
-            f"{flag} {shown} is too long (a name of {longest} bytes; the file system allows {name_max})"
-        )
+        name_max = 255
+    if longest > name_max:  # a name below the existing part: stat never reached it
+        raise too_long
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise RopeConfigError(f"{flag} {shown}: {anchor} is not writable")
 
