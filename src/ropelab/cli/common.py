@@ -186,9 +186,13 @@ def check_out_dir(path: Path, flag: str = "--out") -> None:
     """
     path = Path(path).expanduser().absolute()
     shown = str(path) if len(str(path)) <= 100 else str(path)[:60] + "..." + str(path)[-20:]
+    longest = max(len(part.encode()) for part in path.parts)
+    too_long = RopeConfigError(
+        f"{flag} {shown} is too long for the file system (its longest name has {longest} bytes)"
+    )
 
     def kind(p: Path) -> str | None:
-        """ "dir", "other" or None (missing); a name too long for the file system is an error."""
+        """What is at ``p``: "dir", "other", "under-file" or None (nothing); refuses too long names."""
         try:
             return "dir" if stat.S_ISDIR(os.stat(p).st_mode) else "other"
         except FileNotFoundError:
@@ -200,13 +204,7 @@ def check_out_dir(path: Path, flag: str = "--out") -> None:
                 raise too_long from None
             raise RopeConfigError(f"{flag} {shown}: {err.strerror}") from None
 
-    longest = max(len(part.encode()) for part in path.parts)
-    too_long = RopeConfigError(
-        f"{flag} {shown} is too long for the file system (its longest name has {longest} bytes)"
-    )
-
-    found = kind(path)
-    if found == "other":
+    if kind(path) == "other":
         raise RopeConfigError(f"{flag} {shown} exists and is not a folder; give a folder")
     anchor = path
     while kind(anchor) in (None, "under-file") and anchor != anchor.parent:

@@ -45,6 +45,8 @@ def _read(path: Path) -> str | None:
     if b"\0" in data:
         return None
     text = data.decode("utf-8", errors="replace")
+    if "\ufffd" not in text:
+        return text
     bad = text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
     return None if bad > _MAX_BAD_FRACTION * max(len(text), 1) else text
 
