@@ -71,7 +71,7 @@ CASES: list[Case] = [
     Case("8", ("eval", "--factor", ","), "no number given"),
     Case(
         "9",
-        ("inspect", "--method", "linear", "--factor", "2", "--target-length", "0"),
+        (*_INSPECT, "--method", "linear", "--factor", "2", "--target-length", "0"),
         "--target-length: must be >= 1",
     ),
     # --hf-config files
