@@ -109,10 +109,10 @@ def test_passkey_prompt(model_and_tokenizer) -> None:
 
 def test_passkey_cell_shares_prefix_and_matches_fresh_decoding(model_and_tokenizer) -> None:
     model, tok = model_and_tokenizer
-    cell = run_cell(model, tok, 120, 0.5, trials=3, seed=0)
+    cell = run_cell(model, tok, 240, 0.5, trials=3, seed=0)  # >= the prompt's fixed text (200 tokens)
     assert cell["trials"] == 3 and len(cell["answers"]) == 3 and 0 <= cell["accuracy"] <= 1
     # the cached prefix gives the same greedy tokens as decoding the whole prompt from scratch
-    p = build_prompt(tok, 120, 0.5, cell["keys"][0])
+    p = build_prompt(tok, 240, 0.5, cell["keys"][0])
     full = model.generate(
         torch.tensor([p.prefix + p.rest]), max_new_tokens=8, min_new_tokens=8, do_sample=False
     )
@@ -219,7 +219,7 @@ def test_passkey_command(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
         "--factor",
         "2",
         "--lengths",
-        "64,128",
+        "224,256",
         "--depths",
         "0,1",
         "--trials",
@@ -250,3 +250,27 @@ def test_bad_input_one_line(capsys, argv: list[str], fragment: str) -> None:
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and fragment in err and err.count("\n") == 1
+
+
+def test_passkey_length_must_hold_the_prompt(model_and_tokenizer) -> None:
+    """A 2-token "passkey prompt" would be 200 tokens labelled 2 (issue 11, item 9): refused."""
+    model, tok = model_and_tokenizer
+    with pytest.raises(RopeConfigError, match="shorter than the passkey prompt"):
+        run_cell(model, tok, 8, 0.5, trials=1, seed=0)
+
+
+def test_repeated_methods_and_factors_run_once(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    argv = ["eval", "--model", str(tiny_model_dir), "--method", "linear,linear", "--factor", "2,2"]
+    assert main([*argv, "--lengths", "32", "--docs", "1", "--quiet", "--out", str(tmp_path)]) == 0
+    rows = [r for r in read_jsonl(tmp_path / "results.jsonl") if r["command"] == "eval"]
+    assert sorted(r["metric"] for r in rows) == ["band", "prefix"]  # one method, one length
+    capsys.readouterr()
+
+
+def test_binary_files_are_not_text(tmp_path: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(RopeConfigError, match="not text"):
+        load_corpus(str(tmp_path / "weights.bin"))
+    (tmp_path / "notes.txt").write_text("real text " * 20)
+    (tmp_path / "blob.txt").write_bytes(b"\xff\xfe\x00" * 100)
+    assert [d.name for d in load_corpus(str(tmp_path))] == ["notes.txt"]  # the binary .txt is skipped

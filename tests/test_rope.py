@@ -222,13 +222,107 @@ def test_log_n_query_scale() -> None:
         ),
     ],
 )
-def test_bad_config_raises_one_clear_error(kwargs: dict, fragment: str) -> None:
+def test_bad_config_raises_one_clear_error_base(kwargs: dict, fragment: str) -> None:
     kwargs = dict(kwargs)
     with pytest.raises(RopeConfigError) as err:
         Rope(kwargs.pop("method"), **kwargs)
     assert fragment in str(err.value)
     assert isinstance(err.value, ValueError)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        # finite values the formulas cannot take (issue 11, item 8): computed, not guessed thresholds
+        ({"method": "ntk", "head_dim": 2, "factor": 2.0}, "rotary dim >= 4"),
+        (
+            {"method": "dynamic", "head_dim": 2, "factor": 2.0, "original_max_position_embeddings": 8},
+            "rotary dim >= 4",
+        ),
+        ({"method": "linear", "factor": 1e300}, "not finite and > 0"),
+        ({"method": "ntk", "factor": 1e300}, "cannot take these values"),
+        ({"method": "default", "base": 1e300}, "not finite and > 0"),
+        ({"method": "yarn", "factor": 2.0, "original_max_position_embeddings": 8, "beta_slow": -1.0}, "> 0"),
+        (
+            {
+                "method": "llama3",
+                "factor": 2.0,
+                "original_max_position_embeddings": 8,
+                "low_freq_factor": 0.0,
+            },
+            "> 0",
+        ),
+        (
+            {
+                "method": "yarn",
+                "factor": 2.0,
+                "original_max_position_embeddings": 8,
+                "mscale": -20.0,
+                "mscale_all_dim": 1.0,
+            },
+            "attention scaling",
+        ),
+        # nonsense that used to be accepted (item 9)
+        (
+            {"method": "yarn", "factor": 2.0, "original_max_position_embeddings": 8, "beta_fast": 0.0},
+            "beta_fast",
+        ),
+        (
+            {"method": "yarn", "factor": 2.0, "original_max_position_embeddings": 8, "truncate": "false"},
+            "truncate",
+        ),
+        (
+            {"method": "default", "original_max_position_embeddings": 8, "log_n": "no"},
+            "log_n must be true or false",
+        ),
+        ({"method": "default", "head_dim": 64.5}, "head_dim must be a positive integer"),
+        ({"method": "default", "head_dim": "64"}, "head_dim must be a number"),
+    ],
+)
+def test_bad_config_raises_one_clear_error(kwargs: dict, fragment: str) -> None:
+    kwargs = dict(kwargs)
+    with pytest.raises(RopeConfigError) as err:
+        Rope(kwargs.pop("method"), **kwargs)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_large_finite_values_that_work_are_accepted() -> None:
+    """The limits are computed: a base of 1e30 still gives positive float32 frequencies."""
+    inv_freq, _ = Rope("default", base=1e30).frequencies()
+    assert bool((inv_freq > 0).all())
+    assert Rope("linear", factor=1e30).frequencies()[0].min() > 0
+
+
+def test_numpy_scalars_are_numbers() -> None:
+    np = pytest.importorskip("numpy")
+    rope = Rope(
+        "yarn",
+        head_dim=np.int64(64),
+        factor=np.float32(4.0),
+        original_max_position_embeddings=np.int32(8),
+        truncate=np.bool_(False),
+    )
+    ref = Rope("yarn", head_dim=64, factor=4.0, original_max_position_embeddings=8, truncate=False)
+    assert (
+        rope.config == ref.config and type(rope.config.head_dim) is int and type(rope.config.factor) is float
+    )
+    assert torch.equal(rope.frequencies()[0], ref.frequencies()[0])
+    with pytest.raises(RopeConfigError, match="must be a number"):
+        Rope("linear", factor=np.bool_(True))
+
+
+def test_hf_dict_flags_must_be_booleans() -> None:
+    with pytest.raises(RopeConfigError, match="truncate must be true or false"):
+        Rope.from_hf(
+            {"rope_type": "yarn", "factor": 2.0, "truncate": "false"}, head_dim=64, max_position_embeddings=8
+        )
+    assert (
+        Rope.from_hf(
+            {"rope_type": "yarn", "factor": 2.0, "truncate": False}, head_dim=64, max_position_embeddings=8
+        ).config.truncate
+        is False
+    )
 
 
 def test_bad_hf_dicts() -> None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ropelab import __version__
 from ropelab.errors import RopeConfigError
@@ -18,6 +19,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
+
+
+#: what each long command has saved when it is interrupted (Ctrl-C), for the one-line message
+_SAVED = {
+    "eval": "finished documents are in doc_results.jsonl and finished methods in results.jsonl",
+    "passkey": "finished cells are in results.jsonl",
+    "lab": "finished units are in results.jsonl",
+    "train": "the last resume state (ENCODING.state.pt) is saved",
+    "finetune": "the last resume state (state.pt) and the curve so far (curve.jsonl) are saved",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +57,14 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _unreadable_file() -> tuple[type[BaseException], ...]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:
+        return ()
+    return (SafetensorError,)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         _quiet_transformers()
     try:
+        from ropelab.cli.common import check_out_dir
+
+        if isinstance(getattr(args, "out", None), Path):
+            check_out_dir(args.out)  # before any work: a bad --out fails now, not after the long part
         status = int(args.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return status
@@ -66,11 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RopeConfigError as err:
         sys.stderr.write(f"ropelab {args.command}: error: {err}\n")
         return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
-        sys.stderr.write(f"ropelab {args.command}: error: {err.strerror}: {err.filename}\n")
+    except _unreadable_file() as err:  # not a safetensors file (finetune --model x.safetensors)
+        sys.stderr.write(f"ropelab {args.command}: error: not a readable safetensors file: {err}\n")
+        return 2
+    except OSError as err:  # a file the command could not read or write (missing, permissions, disk full)
+        where = f": {err.filename}" if err.filename else ""
+        sys.stderr.write(f"ropelab {args.command}: error: {err.strerror or err}{where}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write(f"ropelab {args.command}: interrupted; finished work is in results.jsonl\n")
+        out = getattr(args, "out", None)
+        saved = _SAVED.get(args.command, "finished work is in results.jsonl")
+        where = f" in {out}" if out is not None else ""
+        sys.stderr.write(
+            f"ropelab {args.command}: interrupted; {saved}{where}; run the same command again to continue\n"
+        )
         return 130
 
 

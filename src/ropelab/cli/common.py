@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +37,32 @@ _PARAM_FLAGS: dict[str, str] = {
 _MODEL_PARAMS = {"base", "head_dim", "partial_rotary_factor", "original_max_position_embeddings"}
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (0 never silently means "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def float_list(text: str) -> list[float]:
     """``1.0,1.2,...`` or ``@file.json`` (a JSON list) -> list of floats."""
     try:
         if text.startswith("@"):
-            value = json.loads(Path(text[1:]).read_text())
+            value = json.loads(Path(text[1:]).read_text(encoding="utf-8"))
             if not isinstance(value, list):
                 raise ValueError
             return [float(v) for v in value]
         return [float(v) for v in text.split(",") if v.strip()]
     except FileNotFoundError:
         raise argparse.ArgumentTypeError(f"no such file: {text[1:]}") from None
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: not a text file") from None
+    except OSError as err:  # a folder, no permission
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {err.strerror}") from None
     except (ValueError, TypeError, json.JSONDecodeError):
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers or @file.json with a list, got {text!r}"
@@ -87,6 +105,7 @@ def add_method_args(parser: argparse.ArgumentParser, *, several: bool = False) -
 
 def read_hf_config(path: Path) -> dict[str, Any]:
     """Geometry and RoPE parameters of a transformers ``config.json``."""
+    check_hf_config_file(path)
     try:
         cfg = json.loads(path.read_text())
     except FileNotFoundError:
@@ -98,6 +117,7 @@ def read_hf_config(path: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise RopeConfigError(f"--hf-config: {path} must hold a JSON object")
     cfg = cfg.get("text_config", cfg) if "rope_theta" not in cfg and "rope_parameters" not in cfg else cfg
+    check_hf_config_values(cfg, path)
     head_dim = cfg.get("head_dim")
     if not head_dim:
         try:
@@ -119,6 +139,86 @@ def read_hf_config(path: Path) -> dict[str, Any]:
         # Phi-3 keeps it outside rope_scaling; transformers gives it priority
         rope_parameters["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
     return out
+
+
+# ------------------------------------------------- --hf-config validation (kept apart from the reader)
+def check_hf_config_file(path: Path) -> None:
+    """Refuse a --hf-config that is a folder or not UTF-8 text, in one line."""
+    if path.is_dir():
+        raise RopeConfigError(f"--hf-config: {path} is a folder; give the config.json inside it")
+    try:
+        path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return  # the reader says "no such file"
+    except UnicodeDecodeError:
+        raise RopeConfigError(
+            f"--hf-config: {path} is not a text file (a config.json is JSON text)"
+        ) from None
+    except OSError as err:
+        raise RopeConfigError(f"--hf-config: cannot read {path}: {err.strerror}") from None
+
+
+def check_hf_config_values(cfg: dict[str, Any], path: Path) -> None:
+    """The geometry and RoPE entries a --hf-config is read for have the JSON types transformers expects."""
+
+    def bad(key: str, want: str) -> RopeConfigError:
+        return RopeConfigError(f"--hf-config: {path}: {key} must be {want}, got {cfg[key]!r}")
+
+    for key in ("head_dim", "hidden_size", "num_attention_heads", "max_position_embeddings"):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise bad(key, "a positive integer")
+    for key in ("rope_theta", "partial_rotary_factor", "rotary_pct"):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise bad(key, "a number")
+    for key in ("rope_parameters", "rope_scaling"):
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise bad(key, "a JSON object of RoPE parameters")
+
+
+def check_out_dir(path: Path, flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be made or written, before any work starts.
+
+    It must be a folder or not exist yet; its nearest existing ancestor must be a writable folder;
+    no name in it may be longer than the file system allows.
+    """
+    path = Path(path).expanduser().absolute()
+    shown = str(path) if len(str(path)) <= 100 else str(path)[:60] + "..." + str(path)[-20:]
+    longest = max(len(part.encode()) for part in path.parts)
+    too_long = RopeConfigError(
+        f"{flag} {shown} is too long for the file system (its longest name has {longest} bytes)"
+    )
+
+    def kind(p: Path) -> str | None:
+        """What is at ``p``: "dir", "other", "under-file" or None (nothing); refuses too long names."""
+        try:
+            return "dir" if stat.S_ISDIR(os.stat(p).st_mode) else "other"
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return "under-file"
+        except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:
+                raise too_long from None
+            raise RopeConfigError(f"{flag} {shown}: {err.strerror}") from None
+
+    if kind(path) == "other":
+        raise RopeConfigError(f"{flag} {shown} exists and is not a folder; give a folder")
+    anchor = path
+    while kind(anchor) in (None, "under-file") and anchor != anchor.parent:
+        anchor = anchor.parent
+    if kind(anchor) != "dir":
+        raise RopeConfigError(f"{flag} {shown}: {anchor} is a file, so no folder can be made under it")
+    try:
+        name_max = os.pathconf(anchor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if longest > name_max:  # a name below the existing part: stat never reached it
+        raise too_long
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise RopeConfigError(f"{flag} {shown}: {anchor} is not writable")
 
 
 def method_names(args: argparse.Namespace) -> list[str]:

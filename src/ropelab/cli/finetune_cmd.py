@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 
-from ropelab.cli.common import add_out_arg
+from ropelab.cli.common import add_out_arg, positive_int
 from ropelab.cli.model_cmds import length_list
 
 
@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     o.add_argument("--strategy", choices=["auto", "ddp", "fsdp"], default="auto", help="under torchrun")
     o.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    o.add_argument("--threads", type=int, help="torch CPU threads per process")
+    o.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     add_out_arg(p, "out/finetune")
     p.set_defaults(run=run)

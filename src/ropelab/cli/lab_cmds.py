@@ -10,6 +10,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
+from ropelab.cli.common import positive_int
 from ropelab.errors import RopeConfigError
 
 _TRAIN_HELP = {
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             help=f"{_TRAIN_HELP.get(f.name, '')} (default {default})",
         )
     p.add_argument("--checkpoint-every", type=int, default=100, help="save a resume state every N steps")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, default=Path("out/train"), help="output folder (default out/train)")
     p.set_defaults(run=run_train)

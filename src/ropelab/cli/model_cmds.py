@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ropelab.cli.common import add_out_arg
+from ropelab.cli.common import add_out_arg, positive_int
 from ropelab.errors import RopeConfigError
 from ropelab.report import append_jsonl, format_table, read_jsonl
 
@@ -24,7 +25,7 @@ def length_list(text: str) -> list[int]:
             continue
         try:
             value = int(float(part[:-1]) * 1024) if part.endswith("k") else int(part)
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "nan", "infk"
             raise argparse.ArgumentTypeError(f"expected lengths like 2k,4096, got {text!r}") from None
         if value < 2:
             raise argparse.ArgumentTypeError(f"lengths must be >= 2, got {value}")
@@ -35,10 +36,14 @@ def length_list(text: str) -> list[int]:
 
 
 def float_list(text: str) -> list[float]:
+    """``2,4`` -> [2.0, 4.0]: at least one number, repeats dropped (``2,2`` is one run, not two)."""
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers like 2,4, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"no number given in {text!r}")
+    return list(dict.fromkeys(values))
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -58,7 +63,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window", type=int, help="ReRoPE / Self-Extend window (default L0/4)")
     g.add_argument("--leak", type=float, help="leaky ReRoPE k (default 16)")
     g.add_argument("--group", type=int, help="Self-Extend group size G (default 4)")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -88,7 +93,7 @@ def method_specs(args: argparse.Namespace) -> list[Any]:
             check_method(name)
     if not specs:
         raise RopeConfigError("--method is empty")
-    return specs
+    return list({spec.label: spec for spec in specs}.values())  # `--method ntk,ntk`: one run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     from ropelab.hf.load import load_model
 
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     specs = method_specs(args)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
@@ -150,15 +155,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from ropelab.data import load_corpus
     from ropelab.evaluate.sweep import EvalPlan, run_sweep, tokenize_documents
     from ropelab.hf.extend import model_geometry
+    from ropelab.hf.load import model_fingerprint
 
-    if args.sliding and args.score_last:
+    if args.sliding is not None and args.score_last is not None:
         raise RopeConfigError("choose one of --sliding and --score-last")
-    if args.docs < 1:
-        raise RopeConfigError("--docs must be >= 1")
-    mode = "sliding" if args.sliding else "last" if args.score_last else "prefix"
-    docs_text = load_corpus(args.corpus)  # before the slow model load: a bad corpus fails fast
-    model, tokenizer, specs = _setup(args)
-    plan = EvalPlan(
+    mode = "sliding" if args.sliding is not None else "last" if args.score_last is not None else "prefix"
+    plan = EvalPlan(  # validates the settings before any work
         model=args.model,
         corpus=args.corpus,
         mode=mode,
@@ -167,6 +169,10 @@ def run_eval(args: argparse.Namespace) -> int:
         stride=args.sliding,
         score_last=args.score_last,
     )
+    method_specs(args)  # a bad --method fails before the corpus and the model load
+    docs_text = load_corpus(args.corpus)  # before the slow model load: a bad corpus fails fast
+    model, tokenizer, specs = _setup(args)
+    plan = replace(plan, model_fingerprint=model_fingerprint(args.model))
     docs = tokenize_documents(
         tokenizer, [(d.name, d.text) for d in docs_text], plan.needed_tokens(), args.docs
     )
@@ -227,21 +233,31 @@ def _plot_eval(records: list[dict[str, Any]], out: Path, trained: int, model: st
 def run_passkey(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ropelab.evaluate.passkey import run_cell
+    from ropelab.evaluate.passkey import cell_prompts, run_cell
+    from ropelab.evaluate.sweep import model_inputs
     from ropelab.hf.extend import extend, model_geometry
+    from ropelab.hf.load import model_fingerprint
     from ropelab.report.plots import plot_heatmap
 
     if args.trials < 1:
         raise RopeConfigError("--trials must be >= 1")
     if any(not 0 <= d <= 1 for d in args.depths):
         raise RopeConfigError("--depths must lie in [0, 1]")
+    method_specs(args)  # a bad --method fails before the model load
     model, tokenizer, specs = _setup(args)
+    for length in args.lengths:  # every prompt fits its length, before the first cell runs
+        for depth in args.depths:
+            cell_prompts(tokenizer, length, depth, args.trials, args.seed)
     trained = model_geometry(model.config)["trained_length"]
     result_file = args.out / "results.jsonl"
+    # the resume key: the cell, and what else changes its numbers (the model's files, dtype, device)
+    identity = {"model_fingerprint": model_fingerprint(args.model), **model_inputs(model)}
     done = {
         (r["method"], r["length"], r["depth"], r["trials"], r["seed"]): r
         for r in read_jsonl(result_file)
-        if r.get("command") == "passkey" and r.get("model") == args.model
+        if r.get("command") == "passkey"
+        and r.get("model") == args.model
+        and all(r.get(k) == v for k, v in identity.items())
     }
     cells = [(s, L, d) for s in specs for L in args.lengths for d in args.depths]
     bar = tqdm(total=len(cells), desc="passkey", unit="cell", disable=args.quiet)
@@ -260,6 +276,7 @@ def run_passkey(args: argparse.Namespace) -> int:
                         "command": "passkey",
                         "model": args.model,
                         "method": spec.label,
+                        **identity,
                         "seed": args.seed,
                         "seconds": time.perf_counter() - t0,
                         **cell,

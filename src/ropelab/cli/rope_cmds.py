@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from ropelab.cli.common import add_method_args, add_out_arg, ropes_from_args
+from ropelab.cli.common import add_method_args, add_out_arg, positive_int, ropes_from_args
 from ropelab.errors import RopeConfigError
 from ropelab.export import FORMATS, export
 from ropelab.report import append_jsonl, format_table
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interpolates, or extrapolates to angles never seen in training.",
     )
     add_method_args(p, several=True)
-    p.add_argument("--target-length", type=int, help="length to inspect at (default: factor * L0)")
+    p.add_argument("--target-length", type=positive_int, help="length to inspect at (default: factor * L0)")
     p.add_argument(
         "--plot",
         nargs="?",
@@ -60,7 +60,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     trained = next((r.config.trained_length for r in ropes if r.config.trained_length), None)
     if trained is None:
         raise RopeConfigError("inspect needs the trained length: pass --original-max-position-embeddings")
-    target = args.target_length or round(trained * max(r.config.scale for r in ropes))
+    target = (
+        args.target_length
+        if args.target_length is not None
+        else round(trained * max(r.config.scale for r in ropes))
+    )
     views: dict[str, list[dict]] = {}
     for rope in ropes:
         rows = pair_views(rope, target, trained_length=trained)

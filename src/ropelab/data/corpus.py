@@ -4,11 +4,15 @@
 (present on every machine with Python, no download). ``FILE``: one document. ``DIR``: every text
 file below it, sorted by path. ``hf:NAME[:split]``: a dataset through ``datasets.load_dataset``
 (a hub name where a hub is reachable, or a local dataset folder); its ``text`` column.
+
+A file is text if it has no NUL byte and at most 1% of it is not UTF-8: a binary ``FILE`` is refused,
+binary files in a ``DIR`` are skipped (their perplexity would measure nothing).
 """
 
 from __future__ import annotations
 
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,23 +35,43 @@ def stdlib_files() -> list[Path]:
     return sorted(p for p in root.glob("*.py") if p.is_file())
 
 
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
+#: at most this fraction of a text file's characters may be undecodable (U+FFFD after decoding)
+_MAX_BAD_FRACTION = 0.01
+
+
+def _read(path: Path) -> str | None:
+    """The file's text, or None if it is binary (a NUL byte, or more than 1% not UTF-8)."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    if "\ufffd" not in text:
+        return text
+    bad = text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
+    return None if bad > _MAX_BAD_FRACTION * max(len(text), 1) else text
 
 
 def load_corpus(spec: str = "stdlib", *, max_docs: int | None = None, min_chars: int = 1) -> list[Document]:
     """Documents of ``spec`` (see module docstring), at most ``max_docs``, each >= ``min_chars`` long."""
     if spec == "stdlib":
-        docs = [Document(p.name, _read(p)) for p in stdlib_files()]
+        docs = _documents(stdlib_files(), lambda p: p.name)
     elif spec.startswith("hf:"):
         docs = _hf_documents(spec[3:])
     else:
         path = Path(spec).expanduser()
         if path.is_file():
-            docs = [Document(path.name, _read(path))]
+            text = _read(path)
+            if text is None:
+                raise RopeConfigError(f"corpus file {spec!r} is not text (binary data); give a text file")
+            docs = [Document(path.name, text)]
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES)
-            docs = [Document(str(p.relative_to(path)), _read(p)) for p in files]
+            docs = _documents(files, lambda p: str(p.relative_to(path)))
+            if not docs:
+                raise RopeConfigError(
+                    f"corpus folder {spec!r} has no text file ({', '.join(sorted(_TEXT_SUFFIXES - {''}))} "
+                    "or no suffix; binary files are skipped)"
+                )
         else:
             raise RopeConfigError(
                 f"corpus {spec!r} not found: give 'stdlib', a file, a folder, or hf:NAME[:split]"
@@ -56,6 +80,16 @@ def load_corpus(spec: str = "stdlib", *, max_docs: int | None = None, min_chars:
     if not docs:
         raise RopeConfigError(f"corpus {spec!r} has no document of at least {min_chars} characters")
     return docs[:max_docs] if max_docs else docs
+
+
+def _documents(files: list[Path], name: Callable[[Path], str]) -> list[Document]:
+    """One document per text file (binary files skipped)."""
+    docs = []
+    for path in files:
+        text = _read(path)
+        if text is not None:
+            docs.append(Document(name(path), text))
+    return docs
 
 
 def _hf_documents(spec: str) -> list[Document]:

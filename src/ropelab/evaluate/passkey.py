@@ -9,12 +9,15 @@ every trial of a (length, depth) cell, so its KV cache is computed once per cell
 from __future__ import annotations
 
 import copy
+import inspect
 import random
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ropelab.errors import RopeConfigError
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 QUESTION = "What is the pass key? The pass key is"
@@ -54,6 +57,18 @@ def build_prompt(tokenizer: Any, length: int, depth: float, key: int) -> Prompt:
     return Prompt(prefix=intro + body[:cut], rest=line + body[cut:] + question, key=key)
 
 
+def _cache_arg(model: Any) -> str:
+    """The name ``model.forward`` takes its KV cache by: transformers 5.x renamed ``past_key_values``
+    to ``cache`` (the old name works there but warns), older versions know only the old one."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache of a forward's output, by either name (reading the old name warns in 5.x)."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
 def first_number(text: str) -> int | None:
     match = re.search(r"\d+", text)
     return int(match.group()) if match else None
@@ -68,10 +83,9 @@ def greedy_continue(
     ids = torch.tensor([rest], dtype=torch.long)
     positions = torch.arange(prefix_len, prefix_len + len(rest))[None]
     # logits_to_keep=1: only the last position's logits, not [len(rest), vocab] thrown away
-    out = model(
-        input_ids=ids, past_key_values=cache, position_ids=positions, use_cache=True, logits_to_keep=1
-    )
-    cache, generated = out.past_key_values, []
+    name = _cache_arg(model)
+    out = model(input_ids=ids, **{name: cache}, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache, generated = _cache_of(out), []
     nxt = out.logits[:, -1].argmax(-1)
     pos = prefix_len + len(rest)
     for i in range(new_tokens):
@@ -79,9 +93,9 @@ def greedy_continue(
         if i == new_tokens - 1:
             break  # the next token's forward pass would go unused
         out = model(
-            input_ids=nxt[:, None], past_key_values=cache, position_ids=torch.tensor([[pos]]), use_cache=True
+            input_ids=nxt[:, None], **{name: cache}, position_ids=torch.tensor([[pos]]), use_cache=True
         )
-        cache, pos = out.past_key_values, pos + 1
+        cache, pos = _cache_of(out), pos + 1
         nxt = out.logits[:, -1].argmax(-1)
     return generated
 
@@ -91,16 +105,37 @@ def prefix_cache(model: Any, prefix: list[int]) -> Any:
     if not prefix:
         return None
     out = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)  # the cache is the point
-    return out.past_key_values
+    return _cache_of(out)
+
+
+def cell_prompts(tokenizer: Any, length: int, depth: float, trials: int, seed: int) -> list[Prompt]:
+    """The ``trials`` prompts of a (length, depth) cell, their keys seeded by (seed, length, depth).
+
+    Raises :class:`RopeConfigError` if ``length`` is too short for the prompt's fixed text (intro,
+    key line, question): such a prompt would be longer than the length it is labelled with.
+    """
+    if trials < 1:
+        raise RopeConfigError(f"trials must be >= 1, got {trials}")
+    if not 0 <= depth <= 1:
+        raise RopeConfigError(f"depth must lie in [0, 1], got {depth}")
+    rng = random.Random(f"{seed}:{length}:{depth}")
+    keys = [rng.randint(10000, 99999) for _ in range(trials)]
+    prompts = [build_prompt(tokenizer, length, depth, k) for k in keys]
+    longest = max(p.length for p in prompts)
+    if longest > length:
+        raise RopeConfigError(
+            f"passkey length {length} is shorter than the passkey prompt's fixed text ({longest} tokens "
+            f"with this tokenizer); use --lengths of at least {longest}"
+        )
+    return prompts
 
 
 def run_cell(
     model: Any, tokenizer: Any, length: int, depth: float, trials: int, seed: int, new_tokens: int = 8
 ) -> dict[str, Any]:
     """Accuracy of one (length, depth) cell over ``trials`` seeded keys, sharing the prefix cache."""
-    rng = random.Random(f"{seed}:{length}:{depth}")
-    keys = [rng.randint(10000, 99999) for _ in range(trials)]
-    prompts = [build_prompt(tokenizer, length, depth, k) for k in keys]
+    prompts = cell_prompts(tokenizer, length, depth, trials, seed)
+    keys = [p.key for p in prompts]
     shared = prompts[0].prefix
     assert all(p.prefix == shared for p in prompts)  # the key line comes after the shared filler
     cache = prefix_cache(model, shared)

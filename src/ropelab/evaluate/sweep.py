@@ -4,6 +4,11 @@ Work is done in units of (method, document). Each finished unit is appended to
 ``OUT/doc_results.jsonl`` at once, so a killed run loses at most the document in flight; a restart
 with the same arguments skips every unit already there. When a method's documents are all done, its
 aggregated cells are appended to ``OUT/results.jsonl``.
+
+The resume keys cover every input that changes a number: the plan (protocol, lengths, stride), the
+method and its parameters, the model's files (:func:`ropelab.hf.load.model_fingerprint`, carried
+by the plan), the dtype and device the model runs in (read from the model), and the tokens scored
+(a unit matches only the same document's same token ids; an aggregate only the same documents).
 """
 
 from __future__ import annotations
@@ -50,20 +55,56 @@ class EvalPlan:
     docs: int
     stride: int | None = None
     score_last: int | None = None
+    #: :func:`ropelab.hf.load.model_fingerprint` of the model's files ("" if the caller has none)
+    model_fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("prefix", "sliding", "last"):
+            raise RopeConfigError(f"unknown evaluation mode {self.mode!r}; choose prefix, sliding or last")
+        if not self.lengths or any(int(n) != n or n < 2 for n in self.lengths):
+            raise RopeConfigError(f"lengths must be integers >= 2, got {self.lengths}")
+        if self.docs < 1:
+            raise RopeConfigError(f"--docs must be >= 1, got {self.docs}")
+        if self.stride is not None and self.stride < 1:
+            raise RopeConfigError(f"sliding stride must be >= 1, got {self.stride}")
+        if self.score_last is not None and self.score_last < 1:
+            raise RopeConfigError(f"score_last (--score-last) must be >= 1, got {self.score_last}")
+        if self.mode == "last" and self.score_last is None:
+            raise RopeConfigError("mode 'last' needs score_last (--score-last N)")
+        if self.mode != "sliding" and self.stride is not None:
+            raise RopeConfigError(f"a sliding stride is for mode 'sliding', not {self.mode!r}")
+        if self.mode != "last" and self.score_last is not None:
+            raise RopeConfigError(f"score_last is for mode 'last', not {self.mode!r}")
 
     def needed_tokens(self) -> int:
         if self.mode == "last":
             return max(self.lengths) + (self.score_last or 0)
         return max(self.lengths)
 
-    def key(self, spec: MethodSpec, *, per_document: bool = False) -> str:
+    def key(self, spec: MethodSpec, *, per_document: bool = False, **inputs: str) -> str:
         """Resume key of a method's aggregate, or (``per_document``) of its per-document units,
-        which do not depend on how many documents the run uses."""
+        which do not depend on how many documents the run uses. ``inputs``: what else decides the
+        numbers (the model's dtype and device; for an aggregate, the documents' token hashes)."""
         plan = asdict(self)
         if per_document:
             plan.pop("docs")
-        blob = json.dumps({"plan": plan, "method": spec.method, "params": spec.params}, sort_keys=True)
+        blob = json.dumps(
+            {"plan": plan, "method": spec.method, "params": spec.params, **inputs}, sort_keys=True
+        )
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def token_sha256(ids: torch.Tensor) -> str:
+    """Hash of the token ids a unit scores (int64 bytes): same text, same tokenizer, same hash."""
+    return hashlib.sha256(ids.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def model_inputs(model: Any) -> dict[str, str]:
+    """The dtype and device type the model computes in (either changes the numbers)."""
+    param = next(iter(model.parameters()), None)
+    if param is None:
+        return {}
+    return {"dtype": str(param.dtype).removeprefix("torch."), "device": param.device.type}
 
 
 def tokenize_documents(
@@ -113,34 +154,42 @@ def run_sweep(
 
     out.mkdir(parents=True, exist_ok=True)
     doc_file, result_file = out / "doc_results.jsonl", out / "results.jsonl"
-    done = {(r["key"], r["doc"]): r for r in read_jsonl(doc_file)}
+    done = {(r["key"], r["doc"], r.get("tokens_sha256")): r for r in read_jsonl(doc_file)}
     finished = {r["key"] for r in read_jsonl(result_file) if r.get("command") == "eval"}
     bar = tqdm(total=len(specs) * len(docs), desc="eval", unit="doc", disable=not progress)
     records: list[dict[str, Any]] = []
+    need = plan.needed_tokens()
+    hashes = [token_sha256(ids[:, :need]) for _, ids in docs]
+    corpus_sha = hashlib.sha256(
+        "".join(f"{name}\0{h}\n" for (name, _), h in zip(docs, hashes, strict=True)).encode()
+    ).hexdigest()[:16]
+    inputs = model_inputs(model)
     for spec in specs:
-        key, unit_key = plan.key(spec), plan.key(spec, per_document=True)
+        key = plan.key(spec, **inputs, documents=corpus_sha)
+        unit_key = plan.key(spec, per_document=True, **inputs)
         ext = make_extension(model.config, spec.method, **spec.params) if spec.method != "none" else None
         dynamic = bool(ext and ext.rope.method.dynamic)
         per_doc: list[dict[str, Sums]] = []
-        pending = [(name, ids) for name, ids in docs if (unit_key, name) not in done]
+        units = [(unit_key, name, h) for (name, _), h in zip(docs, hashes, strict=True)]
+        pending = [u for u in units if u not in done]
         bar.update(len(docs) - len(pending))
         if pending:
             extend(model, spec.method, **spec.params)
-        for name, ids in docs:
-            if (unit_key, name) in done:
-                cells = {k: Sums(**v) for k, v in done[(unit_key, name)]["cells"].items()}
+        for (name, ids), unit in zip(docs, units, strict=True):
+            if unit in done:
+                cells = {k: Sums(**v) for k, v in done[unit]["cells"].items()}
             else:
                 bar.set_postfix_str(f"{spec.label} {name}")
-                cells = _doc_cells(model, ids[:, : plan.needed_tokens()], plan, dynamic)
-                append_jsonl(
-                    doc_file,
-                    {
-                        "key": unit_key,
-                        "doc": name,
-                        "method": spec.label,
-                        "cells": {k: asdict(v) for k, v in cells.items()},
-                    },
-                )
+                cells = _doc_cells(model, ids[:, :need], plan, dynamic)
+                record = {
+                    "key": unit_key,
+                    "doc": name,
+                    "tokens_sha256": unit[2],
+                    "method": spec.label,
+                    "cells": {k: asdict(v) for k, v in cells.items()},
+                }
+                append_jsonl(doc_file, record)
+                done[unit] = record
                 bar.update(1)
             per_doc.append(cells)
         extend(model, "none")
@@ -164,6 +213,8 @@ def run_sweep(
                     "tokens": stat.tokens,
                     "docs": stat.docs,
                     "plan": asdict(plan),
+                    **inputs,
+                    "documents_sha256": corpus_sha,
                     "time": time.time(),
                 }
             )

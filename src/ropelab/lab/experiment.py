@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -63,15 +64,30 @@ class LabConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
+        """Every setting and every combination checked here, before any unit runs."""
         if not self.multiples or sorted(set(self.multiples)) != list(self.multiples) or self.multiples[0] < 1:
             raise RopeConfigError(f"length multiples must be increasing integers >= 1, got {self.multiples}")
         for label in (*self.methods, *self.finetune_methods):
             split_label(label)
-        for name in ("eval_windows", "finetune_multiple", "finetune_batch_size", "finetune_eval_every"):
-            if getattr(self, name) < 1:
-                raise RopeConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        names = ("eval_windows", "finetune_multiple", "finetune_batch_size", "finetune_eval_every", "threads")
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RopeConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.finetune_steps < 0 or self.finetune_warmup < 0:
             raise RopeConfigError("finetune_steps and finetune_warmup must be >= 0")
+        lr = self.finetune_lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise RopeConfigError(f"finetune_lr must be a finite number > 0, got {lr!r}")
+        if self.finetune_steps and self.finetune_methods and self.finetune_multiple > self.multiples[-1]:
+            # fine-tuning evaluates at finetune_multiple x T on the held-out windows, which are cut to
+            # the largest evaluation multiple
+            raise RopeConfigError(
+                f"finetune_multiple ({self.finetune_multiple}) must be <= the largest length multiple "
+                f"({self.multiples[-1]}): fine-tuning is evaluated at {self.finetune_multiple}T on windows "
+                f"of the largest multiple; add {self.finetune_multiple} to the multiples (--multiples), "
+                "or skip fine-tuning (--finetune-steps 0)"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LabConfig:

@@ -8,6 +8,7 @@ with :class:`ropelab.RopeConfigError` naming the key and the fix.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -104,21 +105,41 @@ class RopeConfig:
                     object.__setattr__(self, name, tuple(float(v) for v in value))
                 except (TypeError, ValueError):
                     raise RopeConfigError(f"{name} must be a list of numbers, got {value!r}") from None
+        self._normalize()
         self._check_numbers()
         self._check_method()
+        self._check_frequencies()
 
-    def _check_numbers(self) -> None:
+    def _normalize(self) -> None:
+        """Plain Python values: numpy scalars become int/float/bool; strings for flags are refused."""
+        for name in ("truncate", "log_n"):
+            value = getattr(self, name)
+            if _is_numpy_bool(value):
+                value = bool(value)
+            if not isinstance(value, bool):
+                raise RopeConfigError(f"{name} must be true or false, got {value!r}")
+            object.__setattr__(self, name, value)
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("method", "truncate", "log_n") or value is None:
                 continue
             items = value if isinstance(value, tuple) else (value,)
             for v in items:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                if isinstance(v, bool) or _is_numpy_bool(v) or not isinstance(v, numbers.Real):
                     raise RopeConfigError(f"{f.name} must be a number, got {v!r}")
                 if not math.isfinite(v):
                     raise RopeConfigError(f"{f.name} must be a finite number, got {v!r}")
-        if not isinstance(self.head_dim, int) or self.head_dim <= 0:
+            if isinstance(value, tuple):
+                object.__setattr__(self, f.name, tuple(float(v) for v in value))
+            elif f.name in _INTEGER_FIELDS:
+                if int(value) != value:
+                    raise RopeConfigError(f"{f.name} must be a positive integer, got {value!r}")
+                object.__setattr__(self, f.name, int(value))
+            else:
+                object.__setattr__(self, f.name, float(value))
+
+    def _check_numbers(self) -> None:
+        if self.head_dim <= 0:
             raise RopeConfigError(f"head_dim must be a positive integer, got {self.head_dim!r}")
         if self.base <= 1.0:
             raise RopeConfigError(f"base (rope_theta) must be > 1, got {self.base!r}")
@@ -128,7 +149,7 @@ class RopeConfig:
             )
         for name in ("original_max_position_embeddings", "max_position_embeddings"):
             value = getattr(self, name)
-            if value is not None and (int(value) != value or value < 1):
+            if value is not None and value < 1:
                 raise RopeConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.factor is not None and self.factor < 1.0:
             raise RopeConfigError(
@@ -137,6 +158,10 @@ class RopeConfig:
             )
         if self.attention_factor is not None and self.attention_factor <= 0:
             raise RopeConfigError(f"attention_factor must be > 0, got {self.attention_factor!r}")
+        for name in ("beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor", "mixed_exponent"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise RopeConfigError(f"{name} must be > 0, got {value!r}")
         if self.beta_fast is not None and self.beta_slow is not None and self.beta_fast < self.beta_slow:
             raise RopeConfigError(
                 f"beta_fast ({self.beta_fast}) must be >= beta_slow ({self.beta_slow}): "
@@ -201,6 +226,56 @@ class RopeConfig:
                 if min(value) <= 0:
                     raise RopeConfigError(f"longrope {name} entries must be > 0")
 
+    def _check_frequencies(self) -> None:
+        """Compute the method's frequencies and attention scaling and refuse values its formulas cannot
+        take: every inverse frequency finite and > 0 (``proportional``'s non-rotating pairs are 0 by
+        design), the scaling finite and > 0. Dynamic methods are checked at L0 and at 2 * L0."""
+        from ropelab.rope.frequencies import METHODS
+
+        method = METHODS[self.method]
+        d = self.rotary_dim
+        if self.method in ("ntk", "dynamic") and d <= 2:
+            raise RopeConfigError(
+                f"method {self.method!r} needs a rotary dim >= 4 (its base b * s^(d/(d-2)) divides by "
+                f"d - 2), got {d}; use 'linear' or 'yarn' for this head_dim"
+            )
+        lengths: tuple[int | None, ...] = (None,)
+        if method.dynamic and self.trained_length:
+            lengths = (None, 2 * self.trained_length)
+        elif self.method == "longrope" and self.trained_length:
+            lengths = (None, self.trained_length + 1)  # short and long factors
+        what = f"method {self.method!r} with base={self.base:g}, factor={self.scale:g}"
+        for seq_len in lengths:
+            try:
+                inv_freq, scaling = method(self, seq_len)
+            except (ZeroDivisionError, OverflowError, ValueError) as err:
+                why = {ZeroDivisionError: "a division by zero", OverflowError: "a number out of range"}
+                raise RopeConfigError(
+                    f"{what}: its formulas cannot take these values "
+                    f"({why.get(type(err), str(err))}); use a smaller base or factor"
+                ) from None
+            if self.method == "proportional":  # its pairs past partial * head_dim / 2 have frequency 0
+                inv_freq = inv_freq[: int(self.partial_rotary_factor * self.head_dim // 2)]
+            rotating = inv_freq
+            if not bool(((rotating > 0) & rotating.isfinite()).all()):
+                raise RopeConfigError(
+                    f"{what} gives inverse frequencies that are not finite and > 0 in float32 "
+                    f"(smallest {float(rotating.min()):.3g}); use a smaller base or factor"
+                )
+            if not (math.isfinite(scaling) and scaling > 0):
+                raise RopeConfigError(
+                    f"{what} gives an attention scaling of {scaling!r}; it must be finite and > 0 "
+                    "(check mscale, mscale_all_dim, attention_factor)"
+                )
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    """numpy's bool scalar (``numpy.bool_``; named ``bool`` since numpy 2), without importing numpy."""
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+
+
+#: Fields that hold integers.
+_INTEGER_FIELDS = frozenset({"head_dim", "original_max_position_embeddings", "max_position_embeddings"})
 
 #: Fields every method accepts.
 _ALWAYS = frozenset(
