@@ -121,3 +121,111 @@ def test_llamacpp_refuses(method: str, params: dict) -> None:
 def test_unknown_format() -> None:
     with pytest.raises(RopeConfigError, match="unknown export format"):
         export(Rope("default"), "onnx")
+
+
+# ------------------------------------------------------------------ issue 10, defect 1: the length
+#: meta-llama/Llama-3.1-8B config.json (RoPE part): factor 8, trained 8192, advertised 131072.
+LLAMA31 = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096,
+    "num_attention_heads": 32,
+    "head_dim": 128,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+    "rope_scaling": {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from ropelab.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_advertised_length_wins_over_trained_times_factor() -> None:
+    """Llama 3.1 says 131072 itself; 8192 x 8 = 65536 is not its length."""
+    rope = Rope.from_hf(
+        LLAMA31["rope_scaling"], head_dim=128, rope_theta=500000.0, max_position_embeddings=131072
+    )
+    assert export(rope, "hf")["max_position_embeddings"] == 131072
+    vllm = to_vllm(rope)
+    assert vllm["hf_overrides"]["max_position_embeddings"] == 131072
+    assert vllm["args"][-2:] == ["--max-model-len", "131072"]
+    assert vllm["legacy_args"][-2:] == ["--max-model-len", "131072"]
+
+
+def test_explicit_length_wins_in_every_format() -> None:
+    rope = Rope("yarn", factor=4.0, original_max_position_embeddings=4096, max_position_embeddings=12288)
+    assert export(rope, "hf")["max_position_embeddings"] == 12288
+    assert to_vllm(rope)["args"][-2:] == ["--max-model-len", "12288"]
+    flags = to_llamacpp(rope)["flags"]
+    assert flags[flags.index("--ctx-size") + 1] == "12288"
+
+
+def test_length_derived_only_when_nothing_says_it() -> None:
+    derived = Rope("yarn", factor=4.0, original_max_position_embeddings=4096)
+    flags = to_llamacpp(derived)["flags"]
+    assert flags[flags.index("--ctx-size") + 1] == "16384"
+    # Qwen2.5 keeps max_position_embeddings = original (32768) and adds rope_scaling factor 4: the stated
+    # length is the trained one, so the extended length is derived (as vLLM does for yarn)
+    qwen = Rope.from_hf(
+        {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+        head_dim=128,
+        rope_theta=1e6,
+        max_position_embeddings=32768,
+    )
+    assert to_vllm(qwen)["args"][-2:] == ["--max-model-len", "131072"]
+
+
+def test_cli_export_of_llama31_config_keeps_131072(capsys, tmp_path) -> None:
+    import json
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA31))
+    code, out, err = run_cli(
+        capsys, "export", "--hf-config", str(path), "--format", "hf,vllm", "--out", str(tmp_path)
+    )
+    assert code == 0, err
+    assert "--max-model-len 131072" in out and '"max_position_embeddings": 131072' in out
+    assert "65536" not in out
+    code, out, err = run_cli(
+        capsys,
+        "export",
+        "--method",
+        "yarn",
+        "--factor",
+        "4",
+        "--trained-length",
+        "4096",
+        "--max-position-embeddings",
+        "12000",
+        "--format",
+        "llama.cpp,vllm",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert "--ctx-size 12000" in out and "--max-model-len 12000" in out
+
+
+def test_cli_inspect_of_llama31_config_looks_at_131072(capsys, tmp_path) -> None:
+    import json
+
+    from ropelab.report import read_jsonl
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA31))
+    code, out, err = run_cli(capsys, "inspect", "--hf-config", str(path), "--out", str(tmp_path))
+    assert code == 0, err
+    assert next(read_jsonl(tmp_path / "results.jsonl"))["target_length"] == 131072

@@ -77,11 +77,15 @@ def to_hf(rope: Rope) -> dict[str, Any]:
 
 
 def hf_model_overrides(rope: Rope) -> dict[str, Any]:
-    """The config keys to set on an HF model config: ``rope_parameters`` and the new length."""
+    """The config keys to set on an HF model config: ``rope_parameters`` and the new length.
+
+    The length is :attr:`Rope.max_length`: a stated ``max_position_embeddings`` wins; L0 * s only when
+    nothing states it.
+    """
     out: dict[str, Any] = {"rope_parameters": to_hf(rope)}
-    trained = rope.config.trained_length
-    if trained is not None and rope.config.method not in ("default", "dynamic"):
-        out["max_position_embeddings"] = round(trained * rope.config.scale)
+    length = rope.max_length
+    if length is not None and rope.config.method != "dynamic":
+        out["max_position_embeddings"] = length
     return out
 
 
@@ -109,9 +113,9 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
         except RopeConfigError as err:
             raise RopeConfigError(str(err).replace("transformers' config", "vLLM")) from None
     overrides: dict[str, Any] = {"rope_parameters": params}
-    trained = cfg.trained_length
-    if trained is not None and cfg.method != "default":
-        overrides["max_position_embeddings"] = round(trained * cfg.scale)
+    length = rope.max_length
+    if length is not None:
+        overrides["max_position_embeddings"] = length
     legacy = {k: v for k, v in params.items() if k != "rope_theta"}
     args = ["--hf-overrides", json.dumps(overrides)]
     legacy_args = ["--rope-scaling", json.dumps(legacy), "--rope-theta", repr(float(params["rope_theta"]))]
@@ -193,9 +197,8 @@ def to_llamacpp(rope: Rope) -> dict[str, Any]:
             "proportional": "llama.cpp has no proportional RoPE flag",
         }[method]
         raise _cannot(rope, "llama.cpp", why)
-    ctx = round((cfg.trained_length or 0) * cfg.scale)
-    if ctx and method != "default":
-        flags += ["--ctx-size", str(ctx)]
+    if rope.max_length is not None:
+        flags += ["--ctx-size", str(rope.max_length)]
     return {"flags": flags, "command": "llama-cli -m MODEL.gguf " + shlex.join(flags)}
 
 

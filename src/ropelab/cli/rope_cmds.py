@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interpolates, or extrapolates to angles never seen in training.",
     )
     add_method_args(p, several=True)
-    p.add_argument("--target-length", type=int, help="length to inspect at (default: factor * L0)")
+    p.add_argument(
+        "--target-length",
+        type=int,
+        help="length to inspect at (default: the stated --max-position-embeddings, else factor * L0)",
+    )
     p.add_argument(
         "--plot",
         nargs="?",
@@ -60,7 +64,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     trained = next((r.config.trained_length for r in ropes if r.config.trained_length), None)
     if trained is None:
         raise RopeConfigError("inspect needs the trained length: pass --original-max-position-embeddings")
-    target = args.target_length or round(trained * max(r.config.scale for r in ropes))
+    lengths = [r.max_length or round(trained * r.config.scale) for r in ropes]
+    target = args.target_length or max(lengths)  # a stated length wins, as in export
     views: dict[str, list[dict]] = {}
     for rope in ropes:
         rows = pair_views(rope, target, trained_length=trained)

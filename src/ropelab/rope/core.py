@@ -105,7 +105,8 @@ class Rope:
             kwargs["base"] = rope_theta if rope_theta is not None else 10000.0
         if partial_rotary_factor is not None:
             kwargs.setdefault("partial_rotary_factor", partial_rotary_factor)
-        if method in ("yarn", "longrope", "ntk-by-parts"):
+        if max_position_embeddings is not None:
+            # the length the config states: derives factor for yarn/longrope, and is the exported length
             kwargs["max_position_embeddings"] = max_position_embeddings
         if method in ("yarn", "longrope", "llama3", "ntk-by-parts", "dynamic-yarn"):
             kwargs.setdefault("original_max_position_embeddings", max_position_embeddings)
@@ -127,6 +128,21 @@ class Rope:
     def rotary_dim(self) -> int:
         """Channels that rotate (``head_dim`` for ``proportional``, whose extra pairs have frequency 0)."""
         return self.config.head_dim if self.config.method == "proportional" else self.config.rotary_dim
+
+    @property
+    def max_length(self) -> int | None:
+        """The context length this configuration is for (what an export sets as the model's maximum).
+
+        A stated ``max_position_embeddings`` wins when it differs from the trained length L0 (Llama 3.1
+        states 131072 for L0 8192 and factor 8); a stated length equal to L0 is the trained length (Qwen2.5
+        keeps ``max_position_embeddings = original`` beside its YaRN factor), so the length is derived as
+        round(L0 * s). ``None`` when neither is known.
+        """
+        cfg = self.config
+        stated, trained = cfg.max_position_embeddings, cfg.trained_length
+        if stated is not None and stated != trained:
+            return int(stated)
+        return round(trained * cfg.scale) if trained is not None else None
 
     def __repr__(self) -> str:
         changed = {
