@@ -226,6 +226,6 @@ def test_cli_inspect_of_llama31_config_looks_at_131072(capsys, tmp_path) -> None
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps(LLAMA31))
-    code, out, err = run_cli(capsys, "inspect", "--hf-config", str(path), "--out", str(tmp_path))
+    code, _, err = run_cli(capsys, "inspect", "--hf-config", str(path), "--out", str(tmp_path))
     assert code == 0, err
     assert next(read_jsonl(tmp_path / "results.jsonl"))["target_length"] == 131072
