@@ -229,3 +229,19 @@ def test_cli_inspect_of_llama31_config_looks_at_131072(capsys, tmp_path) -> None
     code, _, err = run_cli(capsys, "inspect", "--hf-config", str(path), "--out", str(tmp_path))
     assert code == 0, err
     assert next(read_jsonl(tmp_path / "results.jsonl"))["target_length"] == 131072
+
+
+# ------------------------------------------------------------------ defect 2: vLLM's static "dynamic"
+def test_vllm_refuses_dynamic_ntk_with_the_reason() -> None:
+    """vLLM's dynamic builds one table with base b*(s^2-s+1)^(d/(d-2)) for every position; ropelab's (and
+    transformers') dynamic keeps b up to L0 and grows the base with the length: no vLLM config equals it."""
+    rope = Rope("dynamic", factor=2.0, original_max_position_embeddings=4096)
+    with pytest.raises(RopeConfigError, match=r"vLLM cannot express .*'dynamic'.*static") as err:
+        to_vllm(rope)
+    assert "\n" not in str(err.value)
+    # the claim behind the refusal: below L0 ropelab keeps b, vLLM's one table does not
+    d, s, b = 64, 2.0, 10000.0
+    vllm_base = b * (s * (4096 * s) / 4096 - (s - 1)) ** (d / (d - 2))
+    short = rope.frequencies(100)[0]
+    assert torch.equal(short, Rope("default").frequencies()[0])
+    assert not torch.allclose(short, Rope("default", base=vllm_base).frequencies()[0])

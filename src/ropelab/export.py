@@ -107,6 +107,17 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
             raise _cannot(rope, "vLLM", "log-n query scaling is not a vLLM rope option")
     elif cfg.method in ("dynamic-yarn", "proportional"):
         raise _cannot(rope, "vLLM", "no such rope_type in vLLM")
+    elif cfg.method == "dynamic":
+        # vLLM DynamicNTKScalingRotaryEmbedding (rotary_embedding/dynamic_ntk_scaling_rope.py, read at
+        # commit 50feac95): one cos/sin table for all positions, base b*(s^2 - s + 1)^(d/(d-2)) (older
+        # vLLM) or a variant without the inner s; never the plain base below L0.
+        raise _cannot(
+            rope,
+            "vLLM",
+            "vLLM's 'dynamic' is a static table built once with the base for the full length, used for "
+            "every position, while dynamic NTK keeps the plain base up to L0 and grows it with the sequence; "
+            "no vLLM config equals it (use 'ntk' for a static base, or serve with transformers)",
+        )
     else:
         try:
             params = to_hf(rope)
