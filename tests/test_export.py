@@ -245,3 +245,117 @@ def test_vllm_refuses_dynamic_ntk_with_the_reason() -> None:
     short = rope.frequencies(100)[0]
     assert torch.equal(short, Rope("default").frequencies()[0])
     assert not torch.allclose(short, Rope("default", base=vllm_base).frequencies()[0])
+
+
+# ------------------------------------------------------------------ defect 3: vLLM LongRoPE
+def vllm_longrope(params: dict, head_dim: int, max_model_len: int, max_position: int) -> tuple[list, float]:
+    """What vLLM's Phi3LongRoPEScaledRotaryEmbedding applies (vLLM rotary_embedding/
+    phi3_long_rope_scaled_rope.py, read at commit 63c2b7ab): one factor set for every position, long when
+    max_model_len > original; mscale short_mscale / long_mscale, else sqrt(1 + ln(max_pos/L0)/ln L0)."""
+    original = params["original_max_position_embeddings"]
+    use_long = max_model_len > original
+    scale = max_position / original
+    derived = 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(original))
+    mscale = params.get("long_mscale" if use_long else "short_mscale", derived)
+    ext = torch.tensor(params["long_factor" if use_long else "short_factor"], dtype=torch.float32)
+    dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
+    inv = 1.0 / (ext * params["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    return inv, mscale
+
+
+def longrope(**extra) -> Rope:
+    short = [1.0 + i / 64 for i in range(32)]
+    long = [1.0 + i / 4 for i in range(32)]
+    return Rope(
+        "longrope",
+        head_dim=64,
+        short_factor=short,
+        long_factor=long,
+        original_max_position_embeddings=4096,
+        **extra,
+    )
+
+
+def test_vllm_longrope_keeps_an_explicit_attention_factor() -> None:
+    rope = longrope(factor=32.0, attention_factor=1.3)
+    out = to_vllm(rope)
+    params = out["hf_overrides"]["rope_parameters"]
+    length = out["hf_overrides"]["max_position_embeddings"]
+    inv, mscale = vllm_longrope(params, 64, length, length)
+    ours, our_scale = rope.frequencies(length)  # a sequence longer than L0: the long factors
+    torch.testing.assert_close(inv, ours, rtol=1e-6, atol=0)
+    assert math.isclose(mscale, our_scale, rel_tol=1e-12) and our_scale == 1.3
+
+
+def test_vllm_longrope_states_the_long_factor_switch_precisely() -> None:
+    """With max_model_len > L0 vLLM uses the long factors for every position; ropelab and transformers use
+    the short ones for sequences up to L0. The export says so instead of differing silently."""
+    rope = longrope(factor=32.0)
+    out = to_vllm(rope)
+    (difference,) = out["differences"]
+    assert "long_factor for every position" in difference and "4096" in difference
+    short_inv, _ = rope.frequencies(4096)
+    vllm_inv, _ = vllm_longrope(out["hf_overrides"]["rope_parameters"], 64, 131072, 131072)
+    assert not torch.allclose(short_inv, vllm_inv)  # the stated difference is real
+    # served at most at L0, vLLM uses the short factors: exact, nothing to state
+    capped = longrope(factor=32.0, max_position_embeddings=131072)
+    assert to_vllm(capped)["differences"]  # 131072 > 4096
+    same = longrope(factor=1.0)
+    exact = to_vllm(same)
+    assert exact["differences"] == []
+    params = exact["hf_overrides"]["rope_parameters"]
+    inv, mscale = vllm_longrope(params, 64, 4096, 4096)
+    ours, our_scale = same.frequencies(4096)
+    torch.testing.assert_close(inv, ours, rtol=1e-6, atol=0)
+    assert math.isclose(mscale, our_scale, rel_tol=1e-12)
+
+
+def test_cli_prints_what_differs(capsys, tmp_path) -> None:
+    code, out, err = run_cli(
+        capsys,
+        "export",
+        "--method",
+        "longrope",
+        "--head-dim",
+        "4",
+        "--short-factor",
+        "1,1",
+        "--long-factor",
+        "2,3",
+        "--factor",
+        "4",
+        "--trained-length",
+        "1024",
+        "--format",
+        "vllm",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert "# differs from ropelab:" in out and "long_factor for every position" in out
+
+
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("yarn", {}),
+        ("yarn", {"attention_factor": 1.0}),
+        ("yarn", {"mscale": 0.707, "mscale_all_dim": 0.707}),
+        ("yarn", {"mscale": 1.0, "mscale_all_dim": 0.5}),
+        ("yarn", {"mscale": 0.707}),
+        ("ntk-by-parts", {}),
+    ],
+)
+def test_vllm_yarn_attention_factor_reaches_the_kernel(method: str, extra: dict) -> None:
+    """vLLM's YaRN applies (0.1 ln s + 1) * attn_factor and never reads attention_factor or the mscales;
+    DeepSeek's deepseek_yarn path applies g(s, mscale)/g(s, mscale_all_dim) * attn_factor (defaults 1, 0)."""
+    rope = Rope(method, factor=40.0, original_max_position_embeddings=4096, **extra)
+    params = to_vllm(rope)["hf_overrides"]["rope_parameters"]
+    g = 0.1 * math.log(40.0) + 1
+    generic = g * params.get("attn_factor", 1.0)
+    m, m_all = params.get("mscale", 1.0), params.get("mscale_all_dim", 0.0)
+    deepseek = (
+        (0.1 * m * math.log(40.0) + 1) / (0.1 * m_all * math.log(40.0) + 1) * params.get("attn_factor", 1.0)
+    )
+    expected = rope.frequencies()[1]
+    assert math.isclose(generic, expected, rel_tol=1e-12) and math.isclose(deepseek, expected, rel_tol=1e-12)

@@ -2,7 +2,9 @@
 
 Each exporter either gives an exact equivalent or raises :class:`RopeConfigError` saying what the
 stack cannot express. Exact means: the stack computes the same inverse frequencies and the same
-attention factor as ``Rope.frequencies`` for this configuration.
+attention factor as ``Rope.frequencies`` for this configuration. The one exception is a stack rule that
+no config can change but that leaves the export useful (vLLM's server-wide LongRoPE factor set): the
+result's ``differences`` states it precisely, and the CLI prints it; it is empty for exact exports.
 """
 
 from __future__ import annotations
@@ -92,9 +94,22 @@ def hf_model_overrides(rope: Rope) -> dict[str, Any]:
 def to_vllm(rope: Rope) -> dict[str, Any]:
     """vLLM arguments: ``hf_overrides`` (current vLLM) and the legacy ``--rope-scaling`` JSON.
 
-    NTK-mixed maps to vLLM's ``ntk`` scaling with ``mixed_b`` (the same formula).
+    Semantics read from vLLM's ``model_executor/layers/rotary_embedding/`` (``__init__.py`` at 926c71f6,
+    ``yarn_scaling_rope.py`` at ffdc9857, ``phi3_long_rope_scaled_rope.py`` at 63c2b7ab):
+
+    - NTK-mixed maps to vLLM's ``ntk`` scaling with ``mixed_b`` (the same formula).
+    - YaRN: vLLM's ``get_rope`` forwards ``attn_factor`` but not ``attention_factor`` / ``mscale`` /
+      ``mscale_all_dim``, and multiplies 0.1 ln(s) + 1 by ``attn_factor``; an attention factor other than
+      that default is exported as ``attn_factor`` = factor / (0.1 ln(s) + 1) (``attention_factor`` stays for
+      readers that use transformers' rope code; DeepSeek's ``deepseek_yarn`` path also multiplies
+      ``attn_factor`` into g(s, mscale)/g(s, mscale_all_dim), which is g(s) with the mscales removed).
+    - LongRoPE: the attention factor goes in ``short_mscale`` and ``long_mscale``. vLLM picks one factor
+      set for the whole server: ``long_factor`` for every position when ``max_model_len`` > L0, else
+      ``short_factor``; ropelab and transformers switch per sequence length. Where that differs, the
+      result's ``differences`` says precisely how (it is empty for an exact export).
     """
     cfg = rope.config
+    differences: list[str] = []
     if cfg.method == "ntk-mixed":
         c = cfg.mixed_exponent if cfg.mixed_exponent is not None else DEFAULT_MIXED_EXPONENT
         params: dict[str, Any] = {
@@ -123,8 +138,27 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
             params = to_hf(rope)
         except RopeConfigError as err:
             raise RopeConfigError(str(err).replace("transformers' config", "vLLM")) from None
-    overrides: dict[str, Any] = {"rope_parameters": params}
     length = rope.max_length
+    if params.get("rope_type") == "yarn":
+        attention = rope.frequencies()[1]
+        for key in ("mscale", "mscale_all_dim"):
+            params.pop(key, None)
+        if not math.isclose(attention, yarn_mscale(cfg.scale), rel_tol=1e-15):
+            params["attention_factor"] = attention
+            params["attn_factor"] = attention / yarn_mscale(cfg.scale)
+    elif cfg.method == "longrope":
+        trained = cfg.trained_length
+        assert trained is not None
+        attention = rope.frequencies()[1]
+        params["short_mscale"] = params["long_mscale"] = attention
+        served = length if length is not None else trained
+        if served > trained and tuple(cfg.short_factor or ()) != tuple(cfg.long_factor or ()):
+            differences.append(
+                f"vLLM serving max_model_len {served} > original {trained} applies long_factor for every "
+                f"position, so sequences of at most {trained} tokens get the long factors where ropelab and "
+                f"transformers use short_factor; serve with --max-model-len {trained} for the short factors"
+            )
+    overrides: dict[str, Any] = {"rope_parameters": params}
     if length is not None:
         overrides["max_position_embeddings"] = length
     legacy = {k: v for k, v in params.items() if k != "rope_theta"}
@@ -139,6 +173,7 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
         "command": "vllm serve MODEL " + shlex.join(args),
         "legacy_args": legacy_args,
         "legacy_command": "vllm serve MODEL " + shlex.join(legacy_args),
+        "differences": differences,
     }
 
 

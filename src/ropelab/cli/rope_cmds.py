@@ -137,6 +137,8 @@ def run_export(args: argparse.Namespace) -> int:
             print(out["command"])
             if "legacy_command" in out:
                 print(f"# older vLLM:\n{out['legacy_command']}")
+        for line in out.get("differences", []):
+            print(f"# differs from ropelab: {line}")
         append_jsonl(
             args.out / "results.jsonl",
             {"command": "export", "time": time.time(), "format": fmt, "rope": rope.to_dict(), "export": out},
