@@ -97,12 +97,13 @@ def test_llamacpp_flags() -> None:
     base = float(flags[flags.index("--rope-freq-base") + 1])
     assert math.isclose(base, 10000.0 * 4.0 ** (128 / 126), rel_tol=1e-12)
     yarn = to_llamacpp(Rope("yarn", factor=4.0, original_max_position_embeddings=4096))["flags"]
-    assert yarn[yarn.index("--yarn-orig-ctx") + 1] == "4096" and "--yarn-attn-factor" not in yarn
+    assert yarn[yarn.index("--yarn-orig-ctx") + 1] == "4096" and "--override-kv" not in yarn
     explicit = to_llamacpp(
         Rope("yarn", factor=4.0, original_max_position_embeddings=4096, attention_factor=1.0)
     )["flags"]
-    ratio = float(explicit[explicit.index("--yarn-attn-factor") + 1])
-    assert math.isclose(ratio * (0.1 * math.log(4.0) + 1), 1.0, rel_tol=1e-12)
+    key, _, value = explicit[explicit.index("--override-kv") + 1].partition("=float:")
+    assert key == "llama.rope.scaling.attn_factor"
+    assert math.isclose(float(value) * (0.1 * math.log(4.0) + 1), 1.0, rel_tol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -359,3 +360,58 @@ def test_vllm_yarn_attention_factor_reaches_the_kernel(method: str, extra: dict)
     )
     expected = rope.frequencies()[1]
     assert math.isclose(generic, expected, rel_tol=1e-12) and math.isclose(deepseek, expected, rel_tol=1e-12)
+
+
+# ------------------------------------------------------------------ defect 4: llama.cpp attention factor
+def llamacpp_yarn_mscale(flags: list[str], arch: str = "llama") -> float:
+    """The cos/sin multiplier current llama.cpp applies with these flags and a GGUF without
+    ``rope.scaling.yarn_log_multiplier`` (llama.cpp 0c1e5709: llama-context.cpp overwrites the context's
+    yarn_attn_factor with get_mscale(s) / (1 + 0.1 ln s) whenever YaRN is on, then multiplies the GGUF's
+    ``<arch>.rope.scaling.attn_factor``; ggml-cpu ops.cpp rope_yarn multiplies 1 + 0.1 ln(1/freq_scale)),
+    in float32 as llama.cpp computes it."""
+    import numpy as np
+
+    assert flags[flags.index("--rope-scaling") + 1] == "yarn"
+    f32 = np.float32
+    freq_scale = f32(1) / f32(float(flags[flags.index("--rope-scale") + 1]))
+    factor = f32(1) / freq_scale
+    get_mscale = f32(1) if factor <= 1 else f32(0.1) * np.log(factor) + f32(1)
+    context = get_mscale * (f32(1) / (f32(1) + f32(0.1) * np.log(factor)))  # --yarn-attn-factor is lost
+    key = f"{arch}.rope.scaling.attn_factor"
+    overrides = [flags[i + 1] for i, flag in enumerate(flags) if flag == "--override-kv"]
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name == key:
+            kind, _, number = value.partition(":")
+            assert kind == "float"
+            context *= f32(float(number))
+    return float(context * (f32(1) + f32(0.1) * np.log(f32(1) / freq_scale)))
+
+
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("ntk-by-parts", {}),
+        ("yarn", {"attention_factor": 1.0}),
+        ("yarn", {"attention_factor": 1.7}),
+        ("yarn", {"mscale": 0.707, "mscale_all_dim": 0.707}),
+        ("yarn", {"mscale": 1.0, "mscale_all_dim": 0.5}),
+        ("yarn", {"mscale": 0.707}),
+        ("yarn", {}),
+    ],
+)
+def test_llamacpp_attention_factor_survives_current_llamacpp(method: str, extra: dict) -> None:
+    rope = Rope(method, factor=16.0, original_max_position_embeddings=8192, base=100000.0, **extra)
+    flags = to_llamacpp(rope)["flags"]
+    assert "--yarn-attn-factor" not in flags  # overwritten by llama.cpp whenever YaRN is on
+    assert math.isclose(llamacpp_yarn_mscale(flags), rope.frequencies()[1], rel_tol=2e-6)
+
+
+def test_llamacpp_attention_factor_override_names_the_arch() -> None:
+    rope = Rope("yarn", factor=4.0, original_max_position_embeddings=32768, attention_factor=1.0)
+    flags = to_llamacpp(rope, arch="qwen2")["flags"]
+    item = flags[flags.index("--override-kv") + 1]
+    assert item.startswith("qwen2.rope.scaling.attn_factor=float:")
+    assert math.isclose(llamacpp_yarn_mscale(flags, "qwen2"), 1.0, rel_tol=2e-6)
+    with pytest.raises(RopeConfigError, match="arch"):
+        to_llamacpp(rope, arch="Llama 3")

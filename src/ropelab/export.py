@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from typing import Any
 
@@ -177,12 +178,30 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
     }
 
 
-def to_llamacpp(rope: Rope) -> dict[str, Any]:
-    """llama.cpp flags (``llama-cli`` / ``llama-server``).
+#: a GGUF architecture name as llama.cpp writes it in metadata keys (``llama``, ``qwen2``, ``gemma3``)
+_ARCH = re.compile(r"[a-z0-9_]+")
 
-    llama.cpp's own YaRN multiplies its cos/sin by 0.1*ln(s)+1 and by ``--yarn-attn-factor``,
-    so an explicit attention factor is passed as the ratio to that default.
+
+def to_llamacpp(rope: Rope, *, arch: str = "llama") -> dict[str, Any]:
+    """llama.cpp flags (``llama-cli`` / ``llama-server``); ``arch`` is the GGUF's architecture name
+    (``general.architecture``: ``llama`` for Llama and SmolLM2), used in metadata keys.
+
+    YaRN's attention factor, read from llama.cpp 0c1e5709 (the commit llama-cpp-python 0.3.36 vendors;
+    ``src/llama-context.cpp``, ``src/llama-model.cpp``, ``ggml/src/ggml-cpu/ops.cpp`` ``rope_yarn``):
+    whenever YaRN is on, the context's ``yarn_attn_factor`` is *overwritten* (since PR #17945) with
+    g(s) / (1 + 0.1 ln s), g(s) = 0.1 ln s + 1 (or DeepSeek's ratio when the GGUF has
+    ``rope.scaling.yarn_log_multiplier``), so ``--yarn-attn-factor`` is lost; it is then multiplied by the
+    GGUF hparam ``<arch>.rope.scaling.attn_factor`` (default 1), and ggml multiplies cos/sin by
+    1 + 0.1 ln(1/freq_scale). The applied factor is therefore (0.1 ln s + 1) * attn_factor, and an explicit
+    factor A is exported as ``--override-kv <arch>.rope.scaling.attn_factor=float:A/(0.1 ln s + 1)``
+    (older llama.cpp multiplied the same hparam in, so the flag is right there too). The value assumes a
+    GGUF without ``yarn_log_multiplier`` (every Llama-family GGUF).
     """
+    if not _ARCH.fullmatch(arch):
+        raise RopeConfigError(
+            f"arch must be a GGUF architecture name such as 'llama' or 'qwen2' (general.architecture), "
+            f"got {arch!r}"
+        )
     cfg = rope.config
     method = cfg.method
     if cfg.log_n:
@@ -208,14 +227,7 @@ def to_llamacpp(rope: Rope) -> dict[str, Any]:
                 rope, "llama.cpp", "its YaRN always truncates the correction range (truncate=false)"
             )
         scale = cfg.scale
-        if method == "ntk-by-parts":
-            attention = 1.0
-        elif cfg.attention_factor is not None:
-            attention = cfg.attention_factor
-        elif cfg.mscale and cfg.mscale_all_dim:
-            attention = yarn_mscale(scale, cfg.mscale) / yarn_mscale(scale, cfg.mscale_all_dim)
-        else:
-            attention = yarn_mscale(scale)
+        attention = rope.frequencies()[1]  # 1 for ntk-by-parts; explicit, DeepSeek or 0.1 ln s + 1 for yarn
         flags = [
             "--rope-scaling",
             "yarn",
@@ -231,8 +243,9 @@ def to_llamacpp(rope: Rope) -> dict[str, Any]:
             _num(cfg.beta_slow or 1),
         ]
         default_attention = yarn_mscale(scale)
-        if not math.isclose(attention, default_attention, rel_tol=1e-12):
-            flags += ["--yarn-attn-factor", _num(attention / default_attention)]
+        if not math.isclose(attention, default_attention, rel_tol=1e-15):
+            key = f"{arch}.rope.scaling.attn_factor"
+            flags += ["--override-kv", f"{key}=float:{_num(attention / default_attention)}"]
     else:
         why = {
             "llama3": "llama.cpp reads Llama-3 scaling from the GGUF's rope_freqs tensor, not from flags",
@@ -253,12 +266,12 @@ def _num(x: float) -> str:
     return repr(float(x)).removesuffix(".0") if float(x).is_integer() else repr(float(x))
 
 
-def export(rope: Rope, fmt: str) -> dict[str, Any]:
-    """Dispatch by format name: ``hf``, ``vllm`` or ``llama.cpp``."""
+def export(rope: Rope, fmt: str, *, arch: str = "llama") -> dict[str, Any]:
+    """Dispatch by format name: ``hf``, ``vllm`` or ``llama.cpp`` (``arch``: the GGUF architecture)."""
     if fmt == "hf":
         return hf_model_overrides(rope)
     if fmt == "vllm":
         return to_vllm(rope)
     if fmt in ("llama.cpp", "llamacpp", "gguf"):
-        return to_llamacpp(rope)
+        return to_llamacpp(rope, arch=arch)
     raise RopeConfigError(f"unknown export format {fmt!r}; choose from: {', '.join(FORMATS)}")

@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="the method as HF rope_parameters, vLLM arguments or llama.cpp flags")
     add_method_args(p)
     p.add_argument("--format", default="hf", help=f"comma-separated, from: {', '.join(FORMATS)} (default hf)")
+    p.add_argument(
+        "--gguf-arch",
+        default="llama",
+        help="llama.cpp: the GGUF's general.architecture, for metadata overrides (default llama)",
+    )
     add_out_arg(p, "out/export")
     p.set_defaults(run=run_export)
 
@@ -129,7 +134,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise RopeConfigError("export takes one --method")
     rope = ropes[0]
     for fmt in [f.strip() for f in args.format.split(",") if f.strip()]:
-        out = export(rope, fmt)
+        out = export(rope, fmt, arch=args.gguf_arch)
         print(f"# {fmt}")
         if fmt == "hf":
             print(json.dumps(out, indent=2))
