@@ -415,3 +415,42 @@ def test_llamacpp_attention_factor_override_names_the_arch() -> None:
     assert math.isclose(llamacpp_yarn_mscale(flags, "qwen2"), 1.0, rel_tol=2e-6)
     with pytest.raises(RopeConfigError, match="arch"):
         to_llamacpp(rope, arch="Llama 3")
+
+
+# ------------------------------------------------------------------ defect 5: HF dynamic keeps L0
+def test_hf_dynamic_export_sets_the_trained_length() -> None:
+    """transformers' dynamic NTK measures the length against max_position_embeddings: the export sets it
+    to L0 so a model whose config states a longer length computes ropelab's frequencies."""
+    rope = Rope("dynamic", factor=4.0, original_max_position_embeddings=2048, head_dim=64)
+    out = export(rope, "hf")
+    assert out["max_position_embeddings"] == 2048
+    config = LlamaConfig(
+        hidden_size=128,
+        num_attention_heads=2,
+        head_dim=64,
+        max_position_embeddings=32768,  # the model's own config before the override
+        vocab_size=8,
+        num_hidden_layers=1,
+        intermediate_size=4,
+    )
+    config.update(out)
+    for seq_len in (100, 2048, 2049, 9000):
+        inv, _ = ROPE_INIT_FUNCTIONS["dynamic"](config, None, seq_len=seq_len)
+        torch.testing.assert_close(inv, rope.frequencies(seq_len)[0], rtol=1e-6, atol=0)
+
+
+def test_cli_hf_dynamic_says_why(capsys, tmp_path) -> None:
+    code, out, err = run_cli(
+        capsys,
+        "export",
+        "--method",
+        "dynamic",
+        "--factor",
+        "2",
+        "--trained-length",
+        "4096",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    assert '"max_position_embeddings": 4096' in out and "# note:" in out

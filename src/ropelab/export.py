@@ -83,13 +83,24 @@ def hf_model_overrides(rope: Rope) -> dict[str, Any]:
     """The config keys to set on an HF model config: ``rope_parameters`` and the new length.
 
     The length is :attr:`Rope.max_length`: a stated ``max_position_embeddings`` wins; L0 * s only when
-    nothing states it.
+    nothing states it. Dynamic NTK is the exception: transformers measures the sequence length against
+    ``max_position_embeddings`` (its L0), so the export sets it to the trained length (see :func:`hf_notes`).
     """
     out: dict[str, Any] = {"rope_parameters": to_hf(rope)}
-    length = rope.max_length
-    if length is not None and rope.config.method != "dynamic":
+    length = rope.config.trained_length if rope.config.method == "dynamic" else rope.max_length
+    if length is not None:
         out["max_position_embeddings"] = length
     return out
+
+
+def hf_notes(rope: Rope) -> list[str]:
+    """One line per thing a user must know about :func:`hf_model_overrides` for this method."""
+    if rope.config.method == "dynamic":
+        return [
+            f"max_position_embeddings is the trained length {rope.config.trained_length}, not a limit: "
+            "transformers' dynamic NTK keeps the base up to it and grows the base with longer sequences"
+        ]
+    return []
 
 
 def to_vllm(rope: Rope) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import time
 
 from ropelab.cli.common import add_method_args, add_out_arg, ropes_from_args
 from ropelab.errors import RopeConfigError
-from ropelab.export import FORMATS, export
+from ropelab.export import FORMATS, export, hf_notes
 from ropelab.report import append_jsonl, format_table
 from ropelab.rope.frequencies import METHODS
 from ropelab.rope.inspect import pair_views, summarize
@@ -138,6 +138,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"# {fmt}")
         if fmt == "hf":
             print(json.dumps(out, indent=2))
+            for line in hf_notes(rope):
+                print(f"# note: {line}")
         else:
             print(out["command"])
             if "legacy_command" in out:
