@@ -454,3 +454,29 @@ def test_cli_hf_dynamic_says_why(capsys, tmp_path) -> None:
     )
     assert code == 0, err
     assert '"max_position_embeddings": 4096' in out and "# note:" in out
+
+
+# ------------------------------------------------------------------ defect 6: attention-level methods
+@pytest.mark.parametrize("name", ["rerope", "leaky-rerope", "self-extend"])
+def test_export_refuses_attention_methods_saying_why(capsys, tmp_path, name: str) -> None:
+    from ropelab.hf.extend import ATTENTION_METHODS
+
+    assert name in ATTENTION_METHODS  # the registry eval uses
+    code, out, err = run_cli(capsys, "export", "--method", name, "--out", str(tmp_path))
+    assert code == 2 and out == ""
+    assert "unknown" not in err and err.count("\n") == 1
+    assert "attention scores" in err and "ropelab.hf.extend" in err and f"ropelab eval --method {name}" in err
+
+
+def test_export_refuses_log_n_saying_what_to_use(capsys, tmp_path) -> None:
+    from ropelab.export import check_exportable
+
+    with pytest.raises(RopeConfigError, match=r"log-n.*ropelab\.hf\.extend"):
+        check_exportable("yarn+log-n")
+    with pytest.raises(RopeConfigError, match=r"log-n.*ropelab\.hf\.extend"):
+        to_vllm(Rope("linear", factor=2.0, log_n=True, original_max_position_embeddings=512))
+    code, _, err = run_cli(
+        capsys, "export", "--method", "linear+log-n", "--factor", "2", "--trained-length", "64"
+    )
+    assert code == 2 and "ropelab eval --method linear+log-n" in err
+    check_exportable("yarn")  # a frequency method passes

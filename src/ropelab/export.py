@@ -15,6 +15,7 @@ import re
 import shlex
 from typing import Any
 
+from ropelab.attention.registry import ATTENTION_METHODS
 from ropelab.errors import RopeConfigError
 from ropelab.rope.config import DEFAULT_MIXED_EXPONENT
 from ropelab.rope.core import Rope
@@ -27,6 +28,30 @@ def _cannot(rope: Rope, stack: str, why: str) -> RopeConfigError:
     return RopeConfigError(f"{stack} cannot express method {rope.config.method!r}: {why}")
 
 
+def _log_n_refusal(stack: str, method: str) -> RopeConfigError:
+    return RopeConfigError(
+        f"{stack} cannot express log-n: it scales each query by max(1, log n / log L0), which no RoPE "
+        f"config carries; apply it with ropelab.hf.extend(model, {method!r}, log_n=True) or measure it with "
+        f"`ropelab eval --method {method}+log-n`"
+    )
+
+
+def check_exportable(method: str) -> None:
+    """Raise :class:`RopeConfigError` for a method name no serving config can carry, saying why and what
+    to use instead: the attention-level methods of :data:`ropelab.attention.registry.ATTENTION_METHODS`
+    and the ``+log-n`` suffix ``ropelab eval`` accepts. Frequency methods pass (and are checked later)."""
+    name, plus, suffix = method.partition("+")
+    if name in ATTENTION_METHODS:
+        raise RopeConfigError(
+            f"no serving config can express {name!r} ({ATTENTION_METHODS[name]}): it changes the attention "
+            "scores, not the RoPE frequencies that rope_parameters, vLLM arguments and llama.cpp flags "
+            f"describe; apply it with ropelab.hf.extend(model, {name!r}, ...) or measure it with "
+            f"`ropelab eval --method {name}`"
+        )
+    if plus and suffix == "log-n":
+        raise _log_n_refusal("no serving config", name)
+
+
 def to_hf(rope: Rope) -> dict[str, Any]:
     """The transformers v5 ``rope_parameters`` dict (``rope_theta`` inside).
 
@@ -36,7 +61,7 @@ def to_hf(rope: Rope) -> dict[str, Any]:
     """
     cfg = rope.config
     if cfg.log_n:
-        raise _cannot(rope, "transformers' config", "log-n query scaling is not a rope_parameters option")
+        raise _log_n_refusal("transformers' config", cfg.method)
     params: dict[str, Any] = {"rope_theta": cfg.base}
     method = cfg.method
     if method == "ntk":
@@ -131,7 +156,7 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
             "rope_theta": cfg.base,
         }
         if cfg.log_n:
-            raise _cannot(rope, "vLLM", "log-n query scaling is not a vLLM rope option")
+            raise _log_n_refusal("vLLM", cfg.method)
     elif cfg.method in ("dynamic-yarn", "proportional"):
         raise _cannot(rope, "vLLM", "no such rope_type in vLLM")
     elif cfg.method == "dynamic":
@@ -216,7 +241,7 @@ def to_llamacpp(rope: Rope, *, arch: str = "llama") -> dict[str, Any]:
     cfg = rope.config
     method = cfg.method
     if cfg.log_n:
-        raise _cannot(rope, "llama.cpp", "log-n query scaling has no flag")
+        raise _log_n_refusal("llama.cpp", method)
     flags: list[str]
     if method == "default":
         flags = ["--rope-scaling", "none", "--rope-freq-base", _num(cfg.base)]

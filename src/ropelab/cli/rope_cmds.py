@@ -8,7 +8,7 @@ import time
 
 from ropelab.cli.common import add_method_args, add_out_arg, ropes_from_args
 from ropelab.errors import RopeConfigError
-from ropelab.export import FORMATS, export, hf_notes
+from ropelab.export import FORMATS, check_exportable, export, hf_notes
 from ropelab.report import append_jsonl, format_table
 from ropelab.rope.frequencies import METHODS
 from ropelab.rope.inspect import pair_views, summarize
@@ -129,6 +129,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    for name in (args.method or "").split(","):
+        check_exportable(name.strip())
     ropes = ropes_from_args(args)
     if len(ropes) != 1:
         raise RopeConfigError("export takes one --method")

@@ -28,17 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ropelab.attention.registry import ATTENTION_METHODS
 from ropelab.errors import RopeConfigError, did_you_mean
 from ropelab.export import to_hf
 from ropelab.rope.core import Rope
 from ropelab.rope.frequencies import METHODS
 
-#: methods that act on the attention scores rather than on the frequencies alone
-ATTENTION_METHODS = {
-    "rerope": "ReRoPE: relative positions capped at a window w (Su 2023, kexue.fm 9708)",
-    "leaky-rerope": "leaky ReRoPE: inside w as RoPE, beyond w + (i-j-w)/k (Su 2023, kexue.fm 9708)",
-    "self-extend": "Self-Extend: neighbour window W, grouped beyond it (Jin et al. 2024, arXiv 2401.01325)",
-}
 #: methods whose frequencies transformers computes identically, and that do not change with the length
 _NATIVE = {"default", "linear", "ntk", "ntk-by-parts", "yarn", "llama3", "proportional"}
 _OPTIONS = {"window", "leak", "group", "layout"}
