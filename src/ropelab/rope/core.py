@@ -82,7 +82,11 @@ class Rope:
         Accepts ``rope_type`` or ``type``; ``rope_theta`` inside the dict or passed; every key
         transformers reads. Follows transformers' defaults: ``original_max_position_embeddings``
         falls back to ``max_position_embeddings`` (llama3, yarn, longrope), and dynamic NTK's trained
-        length is ``max_position_embeddings``.
+        length is ``max_position_embeddings``. As transformers 5.24 computes them: a ``null`` YaRN/LongRoPE
+        ``factor`` is ``max_position_embeddings / original`` (transformers refuses a missing ``factor`` key;
+        ropelab derives it the same way), ``mscale`` / ``mscale_all_dim`` count only when both are non-zero
+        (DeepSeek: g(s, mscale) / g(s, mscale_all_dim)), an explicit ``attention_factor`` wins over both, and
+        ``truncate: null`` does not truncate.
         """
         params = dict(rope_parameters or {})
         method = params.pop("rope_type", None)
@@ -99,6 +103,8 @@ class Rope:
                     f"unknown rope_parameters key {key!r}{did_you_mean(key, _HF_KEYS)}; "
                     f"valid: {', '.join(sorted(_HF_KEYS))}"
                 )
+            if key == "truncate" and value is None:
+                value = False  # transformers 5.24 reads it with `if truncate:`: null does not truncate
             if value is not None:
                 kwargs[_HF_KEYS[key]] = value
         if "base" not in kwargs:
