@@ -346,3 +346,63 @@ def test_yarn_without_a_factor_key_is_refused_by_transformers_and_derived_by_rop
     with pytest.raises(KeyError, match="factor"):
         hf_config(64, params, 8192)
     assert Rope.from_hf(params, head_dim=64, max_position_embeddings=8192).config.scale == 4.0
+
+
+def test_gemma3_per_layer_rope_matches_transformers() -> None:
+    """Gemma 3: linear 8 on the global layers (base 1e6), plain RoPE base 1e4 on the sliding ones."""
+    from transformers import AutoConfig
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding
+
+    from ropelab.rope import ropes_from_hf
+
+    rope_parameters = {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    }
+    config = AutoConfig.for_model(
+        "gemma3_text",
+        head_dim=256,
+        num_hidden_layers=6,
+        max_position_embeddings=131072,
+        rope_parameters=rope_parameters,
+        vocab_size=8,
+    )
+    ropes = ropes_from_hf(
+        config.rope_parameters, head_dim=256, max_position_embeddings=131072, layer_types=config.layer_types
+    )
+    assert_same(
+        ropes["full_attention"].frequencies(),
+        ROPE_INIT_FUNCTIONS["linear"](config, None, layer_type="full_attention"),
+        "gemma3 full_attention",
+    )
+    assert_same(
+        ropes["sliding_attention"].frequencies(),
+        Gemma3RotaryEmbedding.compute_default_rope_parameters(config, layer_type="sliding_attention"),
+        "gemma3 sliding_attention",
+    )
+
+
+def test_transformers_ignores_a_per_layer_truncate() -> None:
+    """Pinned divergence (transformers 5.24): its YaRN reads ``config.rope_parameters.get("truncate")`` at
+    the top level, so a nested ``truncate: false`` still truncates there; ropelab honours the entry."""
+    from transformers import AutoConfig
+
+    from ropelab.rope import ropes_from_hf
+
+    yarn = {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 4096, "rope_theta": 1e6}
+    nested = {"full_attention": dict(yarn, truncate=False), "sliding_attention": {"rope_type": "default"}}
+    config = AutoConfig.for_model(
+        "gemma3_text",
+        head_dim=128,
+        num_hidden_layers=6,
+        max_position_embeddings=32768,
+        rope_parameters=nested,
+        vocab_size=8,
+    )
+    theirs, _ = ROPE_INIT_FUNCTIONS["yarn"](config, None, layer_type="full_attention")
+    ours = ropes_from_hf(config.rope_parameters, head_dim=128, layer_types=config.layer_types)[
+        "full_attention"
+    ]
+    truncated = Rope.from_hf(dict(yarn, truncate=True), head_dim=128)
+    assert torch.equal(theirs, truncated.frequencies()[0])
+    assert not ours.config.truncate and not torch.equal(theirs, ours.frequencies()[0])

@@ -2,10 +2,11 @@
 
 from ropelab.rope.apply import apply_rotary, apply_rotary_, rotate
 from ropelab.rope.config import RopeConfig
-from ropelab.rope.core import Rope
+from ropelab.rope.core import ALL_LAYERS, Rope, is_per_layer, ropes_from_hf
 from ropelab.rope.frequencies import METHODS, Method, base_inv_freq, get_method
 
 __all__ = [
+    "ALL_LAYERS",
     "METHODS",
     "Method",
     "Rope",
@@ -14,5 +15,7 @@ __all__ = [
     "apply_rotary_",
     "base_inv_freq",
     "get_method",
+    "is_per_layer",
+    "ropes_from_hf",
     "rotate",
 ]

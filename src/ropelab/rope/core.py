@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -88,6 +88,12 @@ class Rope:
         (DeepSeek: g(s, mscale) / g(s, mscale_all_dim)), an explicit ``attention_factor`` wins over both, and
         ``truncate: null`` does not truncate.
         """
+        if is_per_layer(rope_parameters):
+            assert rope_parameters is not None
+            raise RopeConfigError(
+                f"rope_parameters is nested by layer type ({', '.join(rope_parameters)}): use "
+                "ropelab.rope.ropes_from_hf for one Rope per layer type, or pass one of its entries"
+            )
         params = dict(rope_parameters or {})
         method = params.pop("rope_type", None)
         legacy = params.pop("type", None)
@@ -246,6 +252,73 @@ class Rope:
         assert trained is not None
         n = positions.to(torch.float64) + 1
         return torch.clamp(torch.log(n) / math.log(trained), min=1.0).float()
+
+
+#: the key :func:`ropes_from_hf` uses for a flat (not per-layer) ``rope_parameters``
+ALL_LAYERS = "all"
+
+
+def is_per_layer(rope_parameters: Mapping[str, Any] | None, layer_types: Sequence[str] | None = None) -> bool:
+    """Whether ``rope_parameters`` is nested by layer type (transformers v5, e.g. Gemma 3).
+
+    transformers 5.24 (``RotaryEmbeddingConfigMixin.nested_rope_parameter_keys``) calls it nested when a key
+    is one of the config's ``layer_types``; without ``layer_types``, a dict whose values are all dicts (or
+    ``None``, a layer type without RoPE) is nested, since a flat dict holds numbers, strings and lists.
+    """
+    if not rope_parameters:
+        return False
+    if layer_types:
+        return any(key in set(layer_types) for key in rope_parameters)
+    values = list(rope_parameters.values())
+    nested = [isinstance(v, Mapping) for v in values]
+    return any(nested) and all(n or v is None for n, v in zip(nested, values, strict=True))
+
+
+def ropes_from_hf(
+    rope_parameters: Mapping[str, Any] | None,
+    *,
+    head_dim: int,
+    max_position_embeddings: int | None = None,
+    rope_theta: float | None = None,
+    partial_rotary_factor: float | None = None,
+    layer_types: Sequence[str] | None = None,
+) -> dict[str, Rope]:
+    """One :class:`Rope` per layer type for a transformers ``rope_parameters`` that may be nested.
+
+    Nested (Gemma 3: ``{"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}``): ``{layer_type: Rope}`` in the
+    dict's order, each through :meth:`Rope.from_hf` with the shared geometry (``rope_theta`` and
+    ``partial_rotary_factor`` as defaults each entry may override); a ``None`` entry (a layer type without
+    RoPE) is left out. Flat: ``{ALL_LAYERS: Rope.from_hf(...)}``. ``layer_types`` is the config's list
+    (used, as transformers does, to tell a nested dict from a flat one).
+
+    One difference from transformers 5.24, kept on purpose: its YaRN reads ``truncate`` from the top level
+    of ``config.rope_parameters``, so a per-layer ``truncate: false`` is ignored there; here each layer
+    type's own value counts.
+    """
+    shared = {
+        "head_dim": head_dim,
+        "max_position_embeddings": max_position_embeddings,
+        "rope_theta": rope_theta,
+        "partial_rotary_factor": partial_rotary_factor,
+    }
+    if not is_per_layer(rope_parameters, layer_types):
+        return {ALL_LAYERS: Rope.from_hf(rope_parameters, **shared)}
+    assert rope_parameters is not None
+    out: dict[str, Rope] = {}
+    for layer_type, params in rope_parameters.items():
+        if params is None:
+            continue
+        if layer_types and layer_type not in layer_types:
+            raise RopeConfigError(
+                f"rope_parameters has layer type {layer_type!r}{did_you_mean(layer_type, layer_types)}, "
+                f"but layer_types has only: {', '.join(sorted(set(layer_types)))}"
+            )
+        try:
+            out[layer_type] = Rope.from_hf(params, **shared)
+        except RopeConfigError as err:
+            raise RopeConfigError(f"rope_parameters[{layer_type!r}]: {err}") from None
+    return out
 
 
 def _cos_sin_rows(
