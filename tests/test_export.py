@@ -480,3 +480,118 @@ def test_export_refuses_log_n_saying_what_to_use(capsys, tmp_path) -> None:
     )
     assert code == 2 and "ropelab eval --method linear+log-n" in err
     check_exportable("yarn")  # a frequency method passes
+
+
+# ------------------------------------------------------------------ per-layer configs in the CLI (C)
+#: google/gemma-3 text config as transformers v5 writes it (RoPE part)
+GEMMA3 = {
+    "model_type": "gemma3_text",
+    "hidden_size": 2560,
+    "num_attention_heads": 8,
+    "head_dim": 256,
+    "max_position_embeddings": 131072,
+    "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+    "rope_parameters": {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    },
+}
+#: the same as transformers v4 wrote it (rope_scaling flat, rope_local_base_freq for the sliding layers)
+GEMMA3_LEGACY = {
+    "model_type": "gemma3_text",
+    "hidden_size": 2560,
+    "num_attention_heads": 8,
+    "head_dim": 256,
+    "max_position_embeddings": 131072,
+    "rope_theta": 1000000.0,
+    "rope_local_base_freq": 10000.0,
+    "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+    "sliding_window_pattern": 6,
+}
+
+
+@pytest.mark.parametrize("config", [GEMMA3, GEMMA3_LEGACY], ids=["v5", "legacy"])
+def test_parse_hf_config_reads_per_layer_rope(config: dict) -> None:
+    from ropelab.cli.common import parse_hf_config
+    from ropelab.rope import ropes_from_hf
+
+    parsed = parse_hf_config(config)
+    ropes = ropes_from_hf(
+        parsed["rope_parameters"],
+        head_dim=parsed["head_dim"],
+        rope_theta=parsed["rope_theta"],
+        max_position_embeddings=parsed["max_position_embeddings"],
+        layer_types=parsed["layer_types"],
+    )
+    assert {lt: (r.config.method, r.config.base, r.config.scale) for lt, r in ropes.items()} == {
+        "full_attention": ("linear", 1e6, 8.0),
+        "sliding_attention": ("default", 1e4, 1.0),
+    }
+
+
+def test_parse_hf_config_deepseek_rotary_dim_and_phi3_original() -> None:
+    from ropelab.cli.common import parse_hf_config
+
+    deepseek = {
+        "hidden_size": 7168,
+        "num_attention_heads": 128,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "max_position_embeddings": 163840,
+        "rope_theta": 10000,
+        "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096},
+    }
+    parsed = parse_hf_config(deepseek)
+    assert parsed["head_dim"] == 64  # not 7168 / 128 = 56: DeepSeek rotates qk_rope_head_dim channels
+    phi3 = {
+        "hidden_size": 3072,
+        "num_attention_heads": 32,
+        "max_position_embeddings": 131072,
+        "original_max_position_embeddings": 4096,
+        "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": [2.0] * 48},
+    }
+    assert parse_hf_config(phi3)["rope_parameters"]["original_max_position_embeddings"] == 4096
+    with pytest.raises(RopeConfigError, match="JSON object"):
+        parse_hf_config([1, 2])
+
+
+def test_cli_export_and_inspect_per_layer_type(capsys, tmp_path) -> None:
+    import json
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(GEMMA3))
+    code, out, err = run_cli(
+        capsys, "export", "--hf-config", str(path), "--format", "hf,vllm,llama.cpp", "--out", str(tmp_path)
+    )
+    assert code == 0, err
+    assert "# layer type full_attention: Rope('linear'" in out and "# layer type sliding_attention" in out
+    hf = json.loads(out.split("# hf\n")[1].split("# vllm")[0])
+    assert hf["rope_parameters"]["full_attention"]["factor"] == 8.0
+    assert hf["rope_parameters"]["sliding_attention"] == {"rope_theta": 10000.0, "rope_type": "default"}
+    assert hf["max_position_embeddings"] == 131072
+    assert "--rope-scaling linear --rope-scale 8 --rope-freq-base 1000000" in out
+    # --method replaces the full-attention layers' RoPE and keeps the sliding ones
+    code, out, err = run_cli(
+        capsys,
+        "export",
+        "--hf-config",
+        str(path),
+        "--method",
+        "yarn",
+        "--factor",
+        "4",
+        "--format",
+        "hf",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    hf = json.loads(out.split("# hf\n")[1])
+    assert hf["rope_parameters"]["full_attention"]["rope_type"] == "yarn"
+    assert hf["rope_parameters"]["full_attention"]["rope_theta"] == 1e6
+    assert hf["rope_parameters"]["sliding_attention"]["rope_type"] == "default"
+    code, out, err = run_cli(capsys, "inspect", "--hf-config", str(path), "--out", str(tmp_path / "i"))
+    assert code == 0, err
+    assert "## layer type full_attention" in out and "## layer type sliding_attention" in out
+    code, _, err = run_cli(capsys, "export", "--hf-config", str(path), "--factor", "2")
+    assert code == 2 and "give --method" in err

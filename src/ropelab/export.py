@@ -13,12 +13,13 @@ import json
 import math
 import re
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from ropelab.attention.registry import ATTENTION_METHODS
 from ropelab.errors import RopeConfigError
 from ropelab.rope.config import DEFAULT_MIXED_EXPONENT
-from ropelab.rope.core import Rope
+from ropelab.rope.core import FULL_ATTENTION, Rope
 from ropelab.rope.frequencies import yarn_mscale
 
 FORMATS = ("hf", "vllm", "llama.cpp")
@@ -295,6 +296,67 @@ def to_llamacpp(rope: Rope, *, arch: str = "llama") -> dict[str, Any]:
     if rope.max_length is not None:
         flags += ["--ctx-size", str(rope.max_length)]
     return {"flags": flags, "command": "llama-cli -m MODEL.gguf " + shlex.join(flags)}
+
+
+def export_layers(ropes: Mapping[str, Rope], fmt: str, *, arch: str = "llama") -> dict[str, Any]:
+    """Export a RoPE per layer type (from :func:`ropelab.rope.ropes_from_hf`): ``hf`` and ``vllm`` give
+    ``rope_parameters`` nested by layer type (transformers v5; vLLM reads nested dicts for interleaved
+    sliding-window models), with the longest of the layer types' lengths.
+
+    ``llama.cpp`` applies its ``--rope-*`` flags to the full-attention layers only; sliding-window layers
+    take ``rope.freq_base_swa`` / ``rope.scaling...swa`` from the GGUF (llama.cpp 0c1e5709,
+    ``llama_model::get_rope_freq_base``), and the attention factor is global. So the flags of the
+    ``full_attention`` layer type are exported when every other layer type is plain RoPE (what a converted
+    GGUF holds) and the attention factor needs no override; anything else is refused.
+    """
+    if len(ropes) == 1:
+        return export(next(iter(ropes.values())), fmt, arch=arch)
+    if fmt == "hf":
+        nested = {layer_type: hf_model_overrides(rope) for layer_type, rope in ropes.items()}
+        out: dict[str, Any] = {"rope_parameters": {lt: o["rope_parameters"] for lt, o in nested.items()}}
+        lengths = [o["max_position_embeddings"] for o in nested.values() if "max_position_embeddings" in o]
+        if lengths:
+            out["max_position_embeddings"] = max(lengths)
+        return out
+    if fmt == "vllm":
+        parts = {layer_type: to_vllm(rope) for layer_type, rope in ropes.items()}
+        overrides: dict[str, Any] = {
+            "rope_parameters": {lt: p["hf_overrides"]["rope_parameters"] for lt, p in parts.items()}
+        }
+        lengths = [
+            p["hf_overrides"]["max_position_embeddings"]
+            for p in parts.values()
+            if "max_position_embeddings" in p["hf_overrides"]
+        ]
+        args = ["--hf-overrides", json.dumps(overrides)]
+        if lengths:
+            overrides["max_position_embeddings"] = max(lengths)
+            args = ["--hf-overrides", json.dumps(overrides), "--max-model-len", str(max(lengths))]
+        return {
+            "hf_overrides": overrides,
+            "args": args,
+            "command": "vllm serve MODEL " + shlex.join(args),
+            "differences": [f"{lt}: {d}" for lt, p in parts.items() for d in p["differences"]],
+        }
+    if fmt in ("llama.cpp", "llamacpp", "gguf"):
+        full = ropes.get(FULL_ATTENTION)
+        others = [
+            lt for lt, rope in ropes.items() if lt != FULL_ATTENTION and rope.config.method != "default"
+        ]
+        if full is None or others:
+            raise RopeConfigError(
+                "llama.cpp cannot express a RoPE per layer type beyond full_attention: its --rope-* flags "
+                "set the full-attention layers and sliding-window layers keep the GGUF's plain RoPE "
+                f"(layer types here: {', '.join(f'{lt}={r.config.method}' for lt, r in ropes.items())})"
+            )
+        out = to_llamacpp(full, arch=arch)
+        if any(flag == "--override-kv" for flag in out["flags"]):
+            raise RopeConfigError(
+                "llama.cpp cannot express this attention factor per layer type: the "
+                f"{arch}.rope.scaling.attn_factor override would scale the sliding-window layers too"
+            )
+        return out
+    raise RopeConfigError(f"unknown export format {fmt!r}; choose from: {', '.join(FORMATS)}")
 
 
 def _num(x: float) -> str:

@@ -6,9 +6,9 @@ import argparse
 import json
 import time
 
-from ropelab.cli.common import add_method_args, add_out_arg, ropes_from_args
+from ropelab.cli.common import add_method_args, add_out_arg, named_ropes_from_args
 from ropelab.errors import RopeConfigError
-from ropelab.export import FORMATS, check_exportable, export, hf_notes
+from ropelab.export import FORMATS, check_exportable, export, export_layers, hf_notes
 from ropelab.report import append_jsonl, format_table
 from ropelab.rope.frequencies import METHODS
 from ropelab.rope.inspect import pair_views, summarize
@@ -65,20 +65,23 @@ def run_methods(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    ropes = ropes_from_args(args)
+    named = named_ropes_from_args(args)
+    ropes = [rope for _, rope in named]
     trained = next((r.config.trained_length for r in ropes if r.config.trained_length), None)
     if trained is None:
         raise RopeConfigError("inspect needs the trained length: pass --original-max-position-embeddings")
     lengths = [r.max_length or round(trained * r.config.scale) for r in ropes]
     target = args.target_length or max(lengths)  # a stated length wins, as in export
     views: dict[str, list[dict]] = {}
-    for rope in ropes:
+    for layer_type, rope in named:
         rows = pair_views(rope, target, trained_length=trained)
         label = rope.config.method + (f" s={rope.config.scale:g}" if rope.config.scale != 1 else "")
+        label = f"{layer_type}: {label}" if layer_type else label
         views[label] = [r.as_dict() for r in rows]
         counts = summarize(rows)
         print(
-            f"\n{rope!r}  trained L0={trained}  target T={target}  attention scaling "
+            (f"\n## layer type {layer_type}" if layer_type else "")
+            + f"\n{rope!r}  trained L0={trained}  target T={target}  attention scaling "
             f"{rope.frequencies(target)[1]:.6g}"
         )
         print(
@@ -106,6 +109,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             {
                 "command": "inspect",
                 "time": time.time(),
+                "layer_type": layer_type,
                 "rope": rope.to_dict(),
                 "trained_length": trained,
                 "target_length": target,
@@ -131,17 +135,24 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     for name in (args.method or "").split(","):
         check_exportable(name.strip())
-    ropes = ropes_from_args(args)
-    if len(ropes) != 1:
+    named = named_ropes_from_args(args)
+    layers = {layer_type: rope for layer_type, rope in named if layer_type is not None}
+    if len(named) != 1 and len(layers) != len(named):  # several methods (on one layer type)
         raise RopeConfigError("export takes one --method")
-    rope = ropes[0]
+    for layer_type, rope in named if len(named) > 1 else []:
+        print(f"# layer type {layer_type}: {rope!r}")
+    record = {lt or "all": rope.to_dict() for lt, rope in named}
     for fmt in [f.strip() for f in args.format.split(",") if f.strip()]:
-        out = export(rope, fmt, arch=args.gguf_arch)
+        if len(named) > 1:
+            out = export_layers(layers, fmt, arch=args.gguf_arch)
+        else:
+            out = export(named[0][1], fmt, arch=args.gguf_arch)
         print(f"# {fmt}")
         if fmt == "hf":
             print(json.dumps(out, indent=2))
-            for line in hf_notes(rope):
-                print(f"# note: {line}")
+            for layer_type, rope in named:
+                for line in hf_notes(rope):
+                    print(f"# note: {layer_type + ': ' if layer_type else ''}{line}")
         else:
             print(out["command"])
             if "legacy_command" in out:
@@ -150,6 +161,12 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"# differs from ropelab: {line}")
         append_jsonl(
             args.out / "results.jsonl",
-            {"command": "export", "time": time.time(), "format": fmt, "rope": rope.to_dict(), "export": out},
+            {
+                "command": "export",
+                "time": time.time(),
+                "format": fmt,
+                "rope": record if len(named) > 1 else named[0][1].to_dict(),
+                "export": out,
+            },
         )
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -145,16 +145,17 @@ class Rope:
     def max_length(self) -> int | None:
         """The context length this configuration is for (what an export sets as the model's maximum).
 
-        A stated ``max_position_embeddings`` wins when it differs from the trained length L0 (Llama 3.1
-        states 131072 for L0 8192 and factor 8); a stated length equal to L0 is the trained length (Qwen2.5
-        keeps ``max_position_embeddings = original`` beside its YaRN factor), so the length is derived as
-        round(L0 * s). ``None`` when neither is known.
+        A stated ``max_position_embeddings`` wins when it differs from ``original_max_position_embeddings``
+        L0 (Llama 3.1 states 131072 for L0 8192 and factor 8) or when L0 is not given (Gemma 3's linear
+        factor 8 beside its stated 131072); a stated length equal to L0 is the trained length (Qwen2.5 keeps
+        ``max_position_embeddings = original`` beside its YaRN factor), so the length is derived as
+        round(L0 * s), as it is when nothing is stated. ``None`` when neither is known.
         """
         cfg = self.config
-        stated, trained = cfg.max_position_embeddings, cfg.trained_length
-        if stated is not None and stated != trained:
+        stated, original = cfg.max_position_embeddings, cfg.original_max_position_embeddings
+        if stated is not None and stated != original:
             return int(stated)
-        return round(trained * cfg.scale) if trained is not None else None
+        return round(original * cfg.scale) if original is not None else None
 
     def __repr__(self) -> str:
         changed = {
@@ -272,6 +273,18 @@ def is_per_layer(rope_parameters: Mapping[str, Any] | None, layer_types: Sequenc
     values = list(rope_parameters.values())
     nested = [isinstance(v, Mapping) for v in values]
     return any(nested) and all(n or v is None for n, v in zip(nested, values, strict=True))
+
+
+#: the layer type that attends over the whole context in transformers' layer_types
+FULL_ATTENTION = "full_attention"
+
+
+def extended_layer_types(layer_types: Iterable[str]) -> list[str]:
+    """The layer types a context-extension method replaces the RoPE of: ``full_attention`` when present
+    (sliding-window layers never see more than their window, and Gemma 3 scales only its global layers),
+    else all of them."""
+    names = list(dict.fromkeys(layer_types))
+    return [FULL_ATTENTION] if FULL_ATTENTION in names else names
 
 
 def ropes_from_hf(
