@@ -415,6 +415,8 @@ def test_llamacpp_attention_factor_override_names_the_arch() -> None:
     assert math.isclose(llamacpp_yarn_mscale(flags, "qwen2"), 1.0, rel_tol=2e-6)
     with pytest.raises(RopeConfigError, match="arch"):
         to_llamacpp(rope, arch="Llama 3")
+    with pytest.raises(RopeConfigError, match="yarn_log_multiplier"):
+        to_llamacpp(rope, arch="deepseek2")
 
 
 # ------------------------------------------------------------------ defect 5: HF dynamic keeps L0

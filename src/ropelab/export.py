@@ -281,6 +281,14 @@ def to_llamacpp(rope: Rope, *, arch: str = "llama") -> dict[str, Any]:
         ]
         default_attention = yarn_mscale(scale)
         if not math.isclose(attention, default_attention, rel_tol=1e-15):
+            if arch.startswith("deepseek"):
+                raise _cannot(
+                    rope,
+                    "llama.cpp",
+                    f"a {arch} GGUF carries rope.scaling.yarn_log_multiplier, from which llama.cpp derives "
+                    "DeepSeek's own attention factor (and a softmax scale); a flag on top would apply twice: "
+                    "run the GGUF with its own metadata",
+                )
             key = f"{arch}.rope.scaling.attn_factor"
             flags += ["--override-kv", f"{key}=float:{_num(attention / default_attention)}"]
     else:
