@@ -337,29 +337,38 @@ def test_cli_prints_what_differs(capsys, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "method,extra",
+    "method,extra,deepseek",
     [
-        ("yarn", {}),
-        ("yarn", {"attention_factor": 1.0}),
-        ("yarn", {"mscale": 0.707, "mscale_all_dim": 0.707}),
-        ("yarn", {"mscale": 1.0, "mscale_all_dim": 0.5}),
-        ("yarn", {"mscale": 0.707}),
-        ("ntk-by-parts", {}),
+        ("yarn", {}, False),
+        ("yarn", {"attention_factor": 1.0}, False),
+        ("ntk-by-parts", {}, False),
+        ("yarn", {"mscale": 0.707, "mscale_all_dim": 0.707}, True),  # DeepSeek-V2
+        ("yarn", {"mscale": 1.0, "mscale_all_dim": 1.0}, True),  # DeepSeek-V3
+        ("yarn", {"mscale": 1.0, "mscale_all_dim": 0.5}, True),
+        ("yarn", {"mscale": 0.707}, True),
+        ("yarn", {"mscale": 1.0, "mscale_all_dim": 1.0, "attention_factor": 1.2}, True),
     ],
 )
-def test_vllm_yarn_attention_factor_reaches_the_kernel(method: str, extra: dict) -> None:
-    """vLLM's YaRN applies (0.1 ln s + 1) * attn_factor and never reads attention_factor or the mscales;
-    DeepSeek's deepseek_yarn path applies g(s, mscale)/g(s, mscale_all_dim) * attn_factor (defaults 1, 0)."""
+def test_vllm_yarn_attention_factor_reaches_the_kernel(method: str, extra: dict, deepseek: bool) -> None:
+    """vLLM's plain YaRN applies (0.1 ln s + 1) * attn_factor and never reads attention_factor or the
+    mscales; DeepSeek's deepseek_yarn applies g(s, mscale)/g(s, mscale_all_dim) * attn_factor (defaults 1, 0)
+    and keeps reading mscale_all_dim for its softmax scale. The path the export targets is exact; the other
+    one, where it differs, is stated."""
     rope = Rope(method, factor=40.0, original_max_position_embeddings=4096, **extra)
-    params = to_vllm(rope)["hf_overrides"]["rope_parameters"]
+    out = to_vllm(rope)
+    params = out["hf_overrides"]["rope_parameters"]
     g = 0.1 * math.log(40.0) + 1
-    generic = g * params.get("attn_factor", 1.0)
+    plain = g * params.get("attn_factor", 1.0)
     m, m_all = params.get("mscale", 1.0), params.get("mscale_all_dim", 0.0)
-    deepseek = (
-        (0.1 * m * math.log(40.0) + 1) / (0.1 * m_all * math.log(40.0) + 1) * params.get("attn_factor", 1.0)
-    )
+    ds = (0.1 * m * math.log(40.0) + 1) / (0.1 * m_all * math.log(40.0) + 1) * params.get("attn_factor", 1.0)
     expected = rope.frequencies()[1]
-    assert math.isclose(generic, expected, rel_tol=1e-12) and math.isclose(deepseek, expected, rel_tol=1e-12)
+    assert math.isclose(ds if deepseek else plain, expected, rel_tol=1e-12)
+    for key in ("mscale", "mscale_all_dim"):
+        assert params.get(key) == extra.get(key)  # DeepSeek's attention reads mscale_all_dim itself
+    other_differs = not math.isclose(plain if deepseek else ds, expected, rel_tol=1e-12)
+    assert bool(out["differences"]) == (deepseek and other_differs)
+    if out["differences"]:
+        assert "ignores mscale/mscale_all_dim" in out["differences"][0]
 
 
 # ------------------------------------------------------------------ defect 4: llama.cpp attention factor

@@ -136,11 +136,9 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
     ``yarn_scaling_rope.py`` at ffdc9857, ``phi3_long_rope_scaled_rope.py`` at 63c2b7ab):
 
     - NTK-mixed maps to vLLM's ``ntk`` scaling with ``mixed_b`` (the same formula).
-    - YaRN: vLLM's ``get_rope`` forwards ``attn_factor`` but not ``attention_factor`` / ``mscale`` /
-      ``mscale_all_dim``, and multiplies 0.1 ln(s) + 1 by ``attn_factor``; an attention factor other than
-      that default is exported as ``attn_factor`` = factor / (0.1 ln(s) + 1) (``attention_factor`` stays for
-      readers that use transformers' rope code; DeepSeek's ``deepseek_yarn`` path also multiplies
-      ``attn_factor`` into g(s, mscale)/g(s, mscale_all_dim), which is g(s) with the mscales removed).
+    - YaRN: vLLM's ``get_rope`` forwards ``attn_factor`` but not ``attention_factor``, and its plain YaRN
+      ignores ``mscale`` / ``mscale_all_dim`` where DeepSeek's ``deepseek_yarn`` reads them: the attention
+      factor travels as ``attn_factor`` for the path the config implies (see :func:`_vllm_yarn_attention`).
     - LongRoPE: the attention factor goes in ``short_mscale`` and ``long_mscale``. vLLM picks one factor
       set for the whole server: ``long_factor`` for every position when ``max_model_len`` > L0, else
       ``short_factor``; ropelab and transformers switch per sequence length. Where that differs, the
@@ -178,12 +176,7 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
             raise RopeConfigError(str(err).replace("transformers' config", "vLLM")) from None
     length = rope.max_length
     if params.get("rope_type") == "yarn":
-        attention = rope.frequencies()[1]
-        for key in ("mscale", "mscale_all_dim"):
-            params.pop(key, None)
-        if not math.isclose(attention, yarn_mscale(cfg.scale), rel_tol=1e-15):
-            params["attention_factor"] = attention
-            params["attn_factor"] = attention / yarn_mscale(cfg.scale)
+        differences += _vllm_yarn_attention(rope, params)
     elif cfg.method == "longrope":
         trained = cfg.trained_length
         assert trained is not None
@@ -213,6 +206,40 @@ def to_vllm(rope: Rope) -> dict[str, Any]:
         "legacy_command": "vllm serve MODEL " + shlex.join(legacy_args),
         "differences": differences,
     }
+
+
+def _vllm_yarn_attention(rope: Rope, params: dict[str, Any]) -> list[str]:
+    """Put YaRN's attention factor A where vLLM reads it (``params`` changed in place); what differs.
+
+    vLLM (``rotary_embedding/__init__.py`` at 926c71f6, ``yarn_scaling_rope.py`` at ffdc9857,
+    ``deepseek_scaling_rope.py`` at 7bc8d408) has two YaRN paths, chosen by the model class: plain YaRN
+    applies g(s) * attn_factor and never reads ``attention_factor`` / ``mscale`` / ``mscale_all_dim``;
+    DeepSeek's models switch to ``deepseek_yarn``, which applies g(s, mscale) / g(s, mscale_all_dim) *
+    attn_factor (defaults 1 and 0), and also read ``mscale_all_dim`` for their softmax scale, so those keys
+    stay. Without mscales the export targets plain YaRN, with them DeepSeek's path; the other path's value
+    is stated when it differs.
+    """
+    cfg = rope.config
+    scale, attention = cfg.scale, rope.frequencies()[1]
+    deepseek = cfg.mscale is not None or cfg.mscale_all_dim is not None
+    if deepseek:
+        m = cfg.mscale if cfg.mscale is not None else 1.0
+        m_all = cfg.mscale_all_dim if cfg.mscale_all_dim is not None else 0.0
+        applied = yarn_mscale(scale, m) / yarn_mscale(scale, m_all)
+    else:
+        applied = yarn_mscale(scale)
+    attn_factor = attention / applied
+    if not math.isclose(attn_factor, 1.0, rel_tol=1e-15):
+        params["attention_factor"] = attention  # for readers that use transformers' rope code
+        params["attn_factor"] = attn_factor
+    other = (yarn_mscale(scale) if deepseek else applied) * attn_factor
+    if deepseek and not math.isclose(other, attention, rel_tol=1e-12):
+        return [
+            "YaRN attention factor: vLLM's plain YaRN (models other than DeepSeek's, e.g. Mistral 3) "
+            f"ignores mscale/mscale_all_dim and applies {other:.6g} where ropelab and transformers apply "
+            f"{attention:.6g}; DeepSeek models (deepseek_yarn) get {attention:.6g}"
+        ]
+    return []
 
 
 #: a GGUF architecture name as llama.cpp writes it in metadata keys (``llama``, ``qwen2``, ``gemma3``)
