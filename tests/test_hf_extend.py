@@ -275,7 +275,7 @@ def test_gemma3_extend_replaces_only_the_global_layers_rope(method: str, params:
 @torch.no_grad()
 def test_gemma3_extend_layer_types_option_and_refusals() -> None:
     model = tiny_gemma3()
-    extend(model, "linear", factor=2.0, layer_types=["sliding_attention"])
+    extend(model, "linear", factor=2.0, layer_types="sliding_attention")
     assert model.config.rope_parameters["sliding_attention"]["rope_type"] == "linear"
     assert model.config.rope_parameters["full_attention"] == GEMMA3_ROPE["full_attention"]
     assert model.config.ropelab["layer_types"] == ["sliding_attention"]

@@ -123,6 +123,8 @@ def make_extension(config: Any, method: str, **params: Any) -> Extension:
     """Resolve ``method`` and its parameters against a model config (no model needed)."""
     options = {k: params.pop(k) for k in list(params) if k in _OPTIONS}
     chosen = options.pop("layer_types", None)
+    if isinstance(chosen, str):
+        chosen = (chosen,)
     geo = model_geometry(config)
     layer_types: tuple[str, ...] | None = None
     if geo["layer_types"] is not None:
