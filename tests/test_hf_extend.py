@@ -213,3 +213,77 @@ def test_attention_methods_refuse_padded_batches() -> None:
     mask[0, :5] = 0
     with pytest.raises(RopeConfigError, match="padded batches"):
         model(IDS[:, :20], attention_mask=mask)
+
+
+# ------------------------------------------------------- a RoPE per layer type: Gemma 3 (issue 10)
+GEMMA3_ROPE = {
+    "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+}
+
+
+def tiny_gemma3(
+    rope_parameters: dict | None = None, max_position_embeddings: int = TRAINED
+) -> torch.nn.Module:
+    """A random Gemma 3 text model: a sliding layer (window 8, base 1e4), a global one (base 1e6)."""
+    import copy
+
+    config = AutoConfig.for_model(
+        "gemma3_text",
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=8,
+        vocab_size=VOCAB,
+        max_position_embeddings=max_position_embeddings,
+        rope_parameters=copy.deepcopy(rope_parameters or GEMMA3_ROPE),
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+
+
+@pytest.mark.parametrize("method,params", [("linear", {"factor": 4.0}), ("yarn", {"factor": 4.0})])
+@torch.no_grad()
+def test_gemma3_extend_replaces_only_the_global_layers_rope(method: str, params: dict) -> None:
+    from ropelab import Rope
+
+    model = tiny_gemma3()
+    before = model(IDS).logits
+    rotary = model.model.rotary_emb
+    local_before = rotary.sliding_attention_inv_freq.clone()
+    extend(model, method, **params)
+    rotary = model.model.rotary_emb
+    assert model.config.rope_parameters["sliding_attention"] == GEMMA3_ROPE["sliding_attention"]
+    assert model.config.rope_parameters["full_attention"]["rope_type"] == method
+    assert torch.equal(rotary.sliding_attention_inv_freq, local_before)
+    ours = Rope(method, head_dim=16, base=1e6, original_max_position_embeddings=TRAINED, **params)
+    assert torch.equal(rotary.full_attention_inv_freq, ours.frequencies()[0])
+    assert rotary.full_attention_attention_scaling == ours.frequencies()[1]
+    logits = model(IDS).logits
+    twin = tiny_gemma3(model.config.rope_parameters, model.config.max_position_embeddings)
+    twin.load_state_dict(model.state_dict())
+    assert (logits - twin(IDS).logits).abs().max() < 1e-5
+    assert (logits - before).abs().max() > 1e-3  # the global layer really changed
+    restore(model)
+    assert torch.equal(model(IDS).logits, before)
+
+
+@torch.no_grad()
+def test_gemma3_extend_layer_types_option_and_refusals() -> None:
+    model = tiny_gemma3()
+    extend(model, "linear", factor=2.0, layer_types="sliding_attention")
+    assert model.config.rope_parameters["sliding_attention"]["rope_type"] == "linear"
+    assert model.config.rope_parameters["full_attention"] == GEMMA3_ROPE["full_attention"]
+    assert model.config.ropelab["layer_types"] == ["sliding_attention"]
+    with pytest.raises(RopeConfigError, match="did you mean 'full_attention'"):
+        extend(model, "linear", factor=2.0, layer_types=["ful_attention"])
+    with pytest.raises(RopeConfigError, match="different RoPE geometry"):
+        extend(model, "linear", factor=2.0, layer_types=["full_attention", "sliding_attention"])
+    with pytest.raises(RopeConfigError, match="RoPE per layer type"):
+        extend(model, "dynamic", factor=2.0)
+    with pytest.raises(RopeConfigError, match="only for models with a RoPE per layer type"):
+        extend(tiny("llama"), "linear", factor=2.0, layer_types=["full_attention"])

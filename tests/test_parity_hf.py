@@ -241,3 +241,168 @@ def test_legacy_rope_scaling_dict_and_type_key() -> None:
     modern = Rope.from_hf({"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0}, head_dim=64)
     assert torch.equal(rope.frequencies()[0], modern.frequencies()[0])
     assert Rope.from_hf(None, head_dim=64).config.method == "default"
+
+
+# ------------------------------------------------------- DeepSeek-style YaRN and truncate (issue 10)
+#: DeepSeek-V3 config.json: rope_theta 10000, qk_rope_head_dim 64, max_position_embeddings 163840
+DEEPSEEK_V3 = {
+    "type": "yarn",
+    "factor": 40,
+    "original_max_position_embeddings": 4096,
+    "beta_fast": 32,
+    "beta_slow": 1,
+    "mscale": 1.0,
+    "mscale_all_dim": 1.0,
+}
+#: DeepSeek-V2 (and V2-Lite) config.json: the same, with mscale = mscale_all_dim = 0.707
+DEEPSEEK_V2 = dict(DEEPSEEK_V3, mscale=0.707, mscale_all_dim=0.707)
+#: gpt-oss config.json: rope_theta 150000, head_dim 64, max_position_embeddings 131072
+GPT_OSS = {
+    "rope_type": "yarn",
+    "factor": 32.0,
+    "original_max_position_embeddings": 4096,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "truncate": False,
+}
+
+
+def model_config(model_type: str, rope_scaling: dict, **kw):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(
+        model_type, rope_scaling=dict(rope_scaling), num_hidden_layers=1, vocab_size=8, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    "rope_scaling",
+    [
+        DEEPSEEK_V3,
+        DEEPSEEK_V2,
+        {k: v for k, v in DEEPSEEK_V3.items() if k != "mscale_all_dim"},  # mscale alone: ignored
+        dict(DEEPSEEK_V3, mscale=0.707, mscale_all_dim=None),
+        dict(DEEPSEEK_V3, mscale=None, mscale_all_dim=0.707),  # mscale_all_dim alone: ignored
+        dict(DEEPSEEK_V3, mscale=1.0, mscale_all_dim=0.707),  # a ratio different from 1
+        dict(DEEPSEEK_V3, factor=None),  # derived: 163840 / 4096 = 40
+        dict(DEEPSEEK_V2, attention_factor=0.9),  # explicit wins over the mscales
+    ],
+    ids=[
+        "v3",
+        "v2",
+        "mscale-alone",
+        "mscale-all-dim-none",
+        "all-dim-alone",
+        "ratio",
+        "no-factor",
+        "explicit",
+    ],
+)
+def test_deepseek_yarn_matches_transformers(rope_scaling: dict) -> None:
+    config = model_config(
+        "deepseek_v3", rope_scaling, rope_theta=10000.0, qk_rope_head_dim=64, max_position_embeddings=163840
+    )
+    ref = ROPE_INIT_FUNCTIONS["yarn"](config, None)
+    rope = Rope.from_hf(config.rope_parameters, head_dim=config.head_dim, max_position_embeddings=163840)
+    assert config.head_dim == 64
+    assert_same(rope.frequencies(), ref, f"deepseek {rope_scaling}")
+    if rope_scaling.get("factor") is None:
+        assert rope.config.scale == 40.0
+
+
+def test_deepseek_v2_config_class_matches_transformers() -> None:
+    config = model_config(
+        "deepseek_v2", DEEPSEEK_V2, rope_theta=10000.0, qk_rope_head_dim=64, max_position_embeddings=163840
+    )
+    ref = ROPE_INIT_FUNCTIONS["yarn"](config, None)
+    rope = Rope.from_hf(
+        config.rope_parameters, head_dim=config.qk_rope_head_dim, max_position_embeddings=163840
+    )
+    assert_same(rope.frequencies(), ref, "deepseek-v2")
+    assert rope.frequencies()[1] == 1.0  # g(40, 0.707) / g(40, 0.707)
+
+
+@pytest.mark.parametrize("truncate", [False, True, None])
+def test_gpt_oss_yarn_matches_transformers(truncate: bool | None) -> None:
+    """gpt-oss ships truncate=false; transformers reads ``truncate`` with ``if truncate:``, so null does
+    not truncate either."""
+    config = model_config(
+        "gpt_oss",
+        dict(GPT_OSS, truncate=truncate),
+        rope_theta=150000.0,
+        head_dim=64,
+        max_position_embeddings=131072,
+    )
+    ref = ROPE_INIT_FUNCTIONS["yarn"](config, None)
+    rope = Rope.from_hf(config.rope_parameters, head_dim=64, max_position_embeddings=131072)
+    assert_same(rope.frequencies(), ref, f"gpt-oss truncate={truncate}")
+    assert rope.config.truncate is bool(truncate)
+
+
+def test_yarn_without_a_factor_key_is_refused_by_transformers_and_derived_by_ropelab() -> None:
+    """transformers 5.24 requires the key (KeyError "Missing required keys") and derives only from an
+    explicit null; ropelab derives max_position_embeddings / original for both, as for null."""
+    params = {"rope_type": "yarn", "original_max_position_embeddings": 2048, "rope_theta": 1e4}
+    with pytest.raises(KeyError, match="factor"):
+        hf_config(64, params, 8192)
+    assert Rope.from_hf(params, head_dim=64, max_position_embeddings=8192).config.scale == 4.0
+
+
+def test_gemma3_per_layer_rope_matches_transformers() -> None:
+    """Gemma 3: linear 8 on the global layers (base 1e6), plain RoPE base 1e4 on the sliding ones."""
+    from transformers import AutoConfig
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding
+
+    from ropelab.rope import ropes_from_hf
+
+    rope_parameters = {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    }
+    config = AutoConfig.for_model(
+        "gemma3_text",
+        head_dim=256,
+        num_hidden_layers=6,
+        max_position_embeddings=131072,
+        rope_parameters=rope_parameters,
+        vocab_size=8,
+    )
+    ropes = ropes_from_hf(
+        config.rope_parameters, head_dim=256, max_position_embeddings=131072, layer_types=config.layer_types
+    )
+    assert_same(
+        ropes["full_attention"].frequencies(),
+        ROPE_INIT_FUNCTIONS["linear"](config, None, layer_type="full_attention"),
+        "gemma3 full_attention",
+    )
+    assert_same(
+        ropes["sliding_attention"].frequencies(),
+        Gemma3RotaryEmbedding.compute_default_rope_parameters(config, layer_type="sliding_attention"),
+        "gemma3 sliding_attention",
+    )
+
+
+def test_transformers_ignores_a_per_layer_truncate() -> None:
+    """Pinned divergence (transformers 5.24): its YaRN reads ``config.rope_parameters.get("truncate")`` at
+    the top level, so a nested ``truncate: false`` still truncates there; ropelab honours the entry."""
+    from transformers import AutoConfig
+
+    from ropelab.rope import ropes_from_hf
+
+    yarn = {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 4096, "rope_theta": 1e6}
+    nested = {"full_attention": dict(yarn, truncate=False), "sliding_attention": {"rope_type": "default"}}
+    config = AutoConfig.for_model(
+        "gemma3_text",
+        head_dim=128,
+        num_hidden_layers=6,
+        max_position_embeddings=32768,
+        rope_parameters=nested,
+        vocab_size=8,
+    )
+    theirs, _ = ROPE_INIT_FUNCTIONS["yarn"](config, None, layer_type="full_attention")
+    ours = ropes_from_hf(config.rope_parameters, head_dim=128, layer_types=config.layer_types)[
+        "full_attention"
+    ]
+    truncated = Rope.from_hf(dict(yarn, truncate=True), head_dim=128)
+    assert torch.equal(theirs, truncated.frequencies()[0])
+    assert not ours.config.truncate and not torch.equal(theirs, ours.frequencies()[0])

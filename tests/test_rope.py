@@ -349,3 +349,51 @@ def test_bad_positions() -> None:
 def test_public_surface() -> None:
     for name in ("METHODS", "Rope", "RopeConfig", "RopeConfigError", "apply_rotary", "alibi_slopes"):
         assert hasattr(ropelab, name), name
+
+
+# ------------------------------------------------------------------ per-layer rope_parameters (issue 10)
+GEMMA3_ROPE = {
+    "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+}
+
+
+def test_ropes_from_hf_one_rope_per_layer_type() -> None:
+    from ropelab.rope import ALL_LAYERS, is_per_layer, ropes_from_hf
+
+    layer_types = ["sliding_attention"] * 5 + ["full_attention"]
+    assert is_per_layer(GEMMA3_ROPE) and is_per_layer(GEMMA3_ROPE, layer_types)
+    ropes = ropes_from_hf(GEMMA3_ROPE, head_dim=256, max_position_embeddings=131072, layer_types=layer_types)
+    assert list(ropes) == ["full_attention", "sliding_attention"]
+    full, local = ropes["full_attention"], ropes["sliding_attention"]
+    assert (full.config.method, full.config.scale, full.config.base) == ("linear", 8.0, 1e6)
+    assert (local.config.method, local.config.base, local.config.head_dim) == ("default", 1e4, 256)
+    torch.testing.assert_close(
+        full.frequencies()[0], Rope("default", head_dim=256, base=1e6).frequencies()[0] / 8
+    )
+    # flat dicts keep working, under one key
+    flat = ropes_from_hf({"rope_type": "linear", "factor": 2.0}, head_dim=64, rope_theta=5e5)
+    assert list(flat) == [ALL_LAYERS] and flat[ALL_LAYERS].config.base == 5e5
+    # a layer type without RoPE (None) is left out; shared defaults fill what an entry lacks
+    nope = ropes_from_hf(
+        {"full_attention": {"rope_type": "default"}, "chunked_attention": None},
+        head_dim=64,
+        rope_theta=123456.0,
+    )
+    assert list(nope) == ["full_attention"] and nope["full_attention"].config.base == 123456.0
+
+
+def test_per_layer_errors_name_the_layer_type() -> None:
+    from ropelab.rope import ropes_from_hf
+
+    with pytest.raises(RopeConfigError, match=r"nested by layer type .*ropes_from_hf"):
+        Rope.from_hf(GEMMA3_ROPE, head_dim=64)
+    bad = {"full_attention": {"rope_type": "linear", "factro": 8.0}, "sliding_attention": {}}
+    with pytest.raises(RopeConfigError, match=r"rope_parameters\['full_attention'\]: unknown .*'factro'"):
+        ropes_from_hf(bad, head_dim=64)
+    with pytest.raises(RopeConfigError, match=r"'ful_attention'.*did you mean 'full_attention'"):
+        ropes_from_hf(
+            {"ful_attention": {}, "sliding_attention": {}},
+            head_dim=64,
+            layer_types=["full_attention", "sliding_attention"],
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
 import json
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ropelab.errors import RopeConfigError
-from ropelab.rope.core import Rope
+from ropelab.rope.core import Rope, extended_layer_types, is_per_layer, ropes_from_hf
 from ropelab.rope.frequencies import get_method
 
 #: flag dest -> RopeConfig field, for the method parameters a user can set on the command line.
@@ -33,6 +34,9 @@ _PARAM_FLAGS: dict[str, str] = {
     "high_freq_factor": "high_freq_factor",
     "mixed_exponent": "mixed_exponent",
 }
+#: transformers 5.24 standardize_rope_params: the rope types whose original length a config-level
+#: original_max_position_embeddings (Phi-3) overrides
+_KEEPS_ORIGINAL = ("llama3", "yarn", "longrope")
 #: parameters that describe the model rather than the method: every method takes them
 _MODEL_PARAMS = {"base", "head_dim", "partial_rotary_factor", "original_max_position_embeddings"}
 
@@ -104,7 +108,7 @@ def add_method_args(parser: argparse.ArgumentParser, *, several: bool = False) -
 
 
 def read_hf_config(path: Path) -> dict[str, Any]:
-    """Geometry and RoPE parameters of a transformers ``config.json``."""
+    """Read a transformers ``config.json`` and parse it with :func:`parse_hf_config`."""
     check_hf_config_file(path)
     try:
         cfg = json.loads(path.read_text())
@@ -114,30 +118,62 @@ def read_hf_config(path: Path) -> dict[str, Any]:
         raise RopeConfigError(
             f"--hf-config: {path} is not valid JSON ({err.msg}, line {err.lineno})"
         ) from None
+    return parse_hf_config(cfg, where=f"--hf-config: {path}")
+
+
+def parse_hf_config(cfg: Any, *, where: str = "config") -> dict[str, Any]:
+    """Geometry and RoPE parameters of a transformers config dict (pure: no file access).
+
+    Returns ``head_dim``, ``rope_parameters`` (flat, or nested by layer type as transformers v5 writes
+    it), ``rope_theta`` and ``partial_rotary_factor`` (config-level defaults), ``max_position_embeddings``
+    and ``layer_types``. Follows transformers 5.24: a multimodal config's ``text_config``; ``rope_scaling``
+    as the legacy name of ``rope_parameters``; ``head_dim`` else ``hidden_size / num_attention_heads``, but
+    DeepSeek's rotary dim ``qk_rope_head_dim``; Phi-3's ``original_max_position_embeddings`` outside the
+    dict wins; Gemma 3's legacy ``rope_local_base_freq`` makes a nested dict (scaling on
+    ``full_attention``, plain RoPE with that base on ``sliding_attention``, as ``Gemma3TextConfig`` does).
+    """
     if not isinstance(cfg, dict):
-        raise RopeConfigError(f"--hf-config: {path} must hold a JSON object")
+        raise RopeConfigError(f"{where} must hold a JSON object")
     cfg = cfg.get("text_config", cfg) if "rope_theta" not in cfg and "rope_parameters" not in cfg else cfg
-    check_hf_config_values(cfg, path)
-    head_dim = cfg.get("head_dim")
+    check_hf_config_values(cfg, where)
+    head_dim = cfg.get("qk_rope_head_dim") or cfg.get("head_dim")
     if not head_dim:
         try:
             head_dim = int(cfg["hidden_size"]) // int(cfg["num_attention_heads"])
         except KeyError:
             raise RopeConfigError(
-                f"--hf-config: {path} has neither head_dim nor hidden_size and num_attention_heads"
+                f"{where} has neither head_dim nor hidden_size and num_attention_heads"
             ) from None
-    rope_parameters = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    layer_types = cfg.get("layer_types")
+    raw = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if not isinstance(raw, dict):
+        raise RopeConfigError(f"{where}: rope_parameters must be a JSON object, got {raw!r}")
+    rope_parameters = copy.deepcopy(raw)
+    rope_theta = cfg.get("rope_theta")
+    if "rope_local_base_freq" in cfg and not is_per_layer(rope_parameters, layer_types):
+        rope_parameters = {
+            "full_attention": {"rope_type": "default", **rope_parameters},
+            "sliding_attention": {"rope_type": "default", "rope_theta": cfg["rope_local_base_freq"]},
+        }
+        rope_parameters["full_attention"].setdefault("rope_theta", rope_theta or 1000000.0)
     partial = cfg.get("partial_rotary_factor", cfg.get("rotary_pct"))
+    nested = is_per_layer(rope_parameters, layer_types)
+    if not nested:
+        rope_theta = rope_parameters.pop("rope_theta", None) or rope_theta
+        partial = rope_parameters.pop("partial_rotary_factor", None) or partial
     out = {
         "head_dim": int(head_dim),
         "rope_parameters": rope_parameters,
-        "rope_theta": rope_parameters.pop("rope_theta", None) or cfg.get("rope_theta", 10000.0),
-        "partial_rotary_factor": rope_parameters.pop("partial_rotary_factor", None) or partial,
+        "rope_theta": rope_theta or 10000.0,
+        "partial_rotary_factor": partial,
         "max_position_embeddings": cfg.get("max_position_embeddings"),
+        "layer_types": list(layer_types) if layer_types else None,
     }
     if cfg.get("original_max_position_embeddings") and rope_parameters:
         # Phi-3 keeps it outside rope_scaling; transformers gives it priority
-        rope_parameters["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+        for params in rope_parameters.values() if nested else (rope_parameters,):
+            if isinstance(params, dict) and params.get("rope_type", params.get("type")) in _KEEPS_ORIGINAL:
+                params["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
     return out
 
 
@@ -158,13 +194,19 @@ def check_hf_config_file(path: Path) -> None:
         raise RopeConfigError(f"--hf-config: cannot read {path}: {err.strerror}") from None
 
 
-def check_hf_config_values(cfg: dict[str, Any], path: Path) -> None:
-    """The geometry and RoPE entries a --hf-config is read for have the JSON types transformers expects."""
+def check_hf_config_values(cfg: dict[str, Any], where: str) -> None:
+    """The geometry and RoPE entries a config is read for have the JSON types transformers expects."""
 
     def bad(key: str, want: str) -> RopeConfigError:
-        return RopeConfigError(f"--hf-config: {path}: {key} must be {want}, got {cfg[key]!r}")
+        return RopeConfigError(f"{where}: {key} must be {want}, got {cfg[key]!r}")
 
-    for key in ("head_dim", "hidden_size", "num_attention_heads", "max_position_embeddings"):
+    for key in (
+        "head_dim",
+        "qk_rope_head_dim",
+        "hidden_size",
+        "num_attention_heads",
+        "max_position_embeddings",
+    ):
         value = cfg.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise bad(key, "a positive integer")
@@ -229,10 +271,20 @@ def method_names(args: argparse.Namespace) -> list[str]:
 
 
 def ropes_from_args(args: argparse.Namespace) -> list[Rope]:
-    """One :class:`Rope` per ``--method`` name, with the flags given.
+    """The :class:`Rope` of each section of :func:`named_ropes_from_args`."""
+    return [rope for _, rope in named_ropes_from_args(args)]
+
+
+def named_ropes_from_args(args: argparse.Namespace) -> list[tuple[str | None, Rope]]:
+    """(layer type or ``None``, :class:`Rope`): one per ``--method`` name, with the flags given.
 
     With several methods, a flag a method does not take is left out for that method (so
     ``--method linear,ntk,dynamic-yarn --factor 4`` works); with one method it is an error.
+
+    A ``--hf-config`` whose ``rope_parameters`` is nested by layer type gives one entry per layer type
+    without ``--method``; with ``--method``, the method replaces the RoPE of the layer types that
+    :func:`ropelab.rope.extended_layer_types` names (Gemma 3: ``full_attention``), on that layer type's
+    geometry, and the other layer types keep the config's RoPE.
     """
     given = {
         field: getattr(args, dest)
@@ -245,18 +297,25 @@ def ropes_from_args(args: argparse.Namespace) -> list[Rope]:
         given["log_n"] = True
     names = method_names(args)
     hf = read_hf_config(args.hf_config) if getattr(args, "hf_config", None) else None
+    if hf is not None and is_per_layer(hf["rope_parameters"], hf["layer_types"]):
+        return _per_layer_ropes(hf, names, given)
     if hf is not None and not names:
         params = dict(hf["rope_parameters"])
         params.update(
             {k: v for k, v in given.items() if k not in ("head_dim", "base", "max_position_embeddings")}
         )
         return [
-            Rope.from_hf(
-                params,
-                head_dim=given.get("head_dim", hf["head_dim"]),
-                rope_theta=given.get("base", hf["rope_theta"]),
-                partial_rotary_factor=hf["partial_rotary_factor"],
-                max_position_embeddings=given.get("max_position_embeddings", hf["max_position_embeddings"]),
+            (
+                None,
+                Rope.from_hf(
+                    params,
+                    head_dim=given.get("head_dim", hf["head_dim"]),
+                    rope_theta=given.get("base", hf["rope_theta"]),
+                    partial_rotary_factor=hf["partial_rotary_factor"],
+                    max_position_embeddings=given.get(
+                        "max_position_embeddings", hf["max_position_embeddings"]
+                    ),
+                ),
             )
         ]
     if not names:
@@ -272,6 +331,10 @@ def ropes_from_args(args: argparse.Namespace) -> list[Rope]:
         if trained:
             base["original_max_position_embeddings"] = int(trained)
     base.update(given)
+    return [(None, rope) for rope in _method_ropes(names, base)]
+
+
+def _method_ropes(names: list[str], base: dict[str, Any]) -> list[Rope]:
     ropes = []
     for name in names:
         params = dict(base)
@@ -280,6 +343,40 @@ def ropes_from_args(args: argparse.Namespace) -> list[Rope]:
             params = {k: v for k, v in params.items() if k in accepted}
         ropes.append(Rope(name, **params))
     return ropes
+
+
+def _per_layer_ropes(
+    hf: dict[str, Any], names: list[str], given: dict[str, Any]
+) -> list[tuple[str | None, Rope]]:
+    stated = given.pop("max_position_embeddings", hf["max_position_embeddings"])
+    layers = ropes_from_hf(
+        hf["rope_parameters"],
+        head_dim=given.pop("head_dim", hf["head_dim"]),
+        rope_theta=hf["rope_theta"],
+        partial_rotary_factor=hf["partial_rotary_factor"],
+        max_position_embeddings=stated,
+        layer_types=hf["layer_types"],
+    )
+    if not names:
+        if given:
+            raise RopeConfigError(
+                f"--hf-config has a RoPE per layer type ({', '.join(layers)}): give --method to choose the "
+                f"method of the {' and '.join(extended_layer_types(layers))} layers, instead of "
+                f"--{next(iter(given)).replace('_', '-')} alone"
+            )
+        return list(layers.items())
+    out: list[tuple[str | None, Rope]] = []
+    for layer_type in extended_layer_types(layers):
+        cfg = layers[layer_type].config
+        base: dict[str, Any] = {"head_dim": cfg.head_dim, "base": cfg.base}
+        if cfg.partial_rotary_factor != 1.0:
+            base["partial_rotary_factor"] = cfg.partial_rotary_factor
+        if cfg.trained_length:
+            base["original_max_position_embeddings"] = int(cfg.trained_length)
+        base.update(given)
+        out.extend((layer_type, rope) for rope in _method_ropes(names, base))
+    kept = [(lt, rope) for lt, rope in layers.items() if lt not in extended_layer_types(layers)]
+    return out + kept
 
 
 def add_out_arg(parser: argparse.ArgumentParser, default: str) -> None:

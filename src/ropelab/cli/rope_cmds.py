@@ -6,9 +6,9 @@ import argparse
 import json
 import time
 
-from ropelab.cli.common import add_method_args, add_out_arg, positive_int, ropes_from_args
+from ropelab.cli.common import add_method_args, add_out_arg, named_ropes_from_args, positive_int
 from ropelab.errors import RopeConfigError
-from ropelab.export import FORMATS, export
+from ropelab.export import FORMATS, check_exportable, export, export_layers, hf_notes
 from ropelab.report import append_jsonl, format_table
 from ropelab.rope.frequencies import METHODS
 from ropelab.rope.inspect import pair_views, summarize
@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interpolates, or extrapolates to angles never seen in training.",
     )
     add_method_args(p, several=True)
-    p.add_argument("--target-length", type=positive_int, help="length to inspect at (default: factor * L0)")
+    p.add_argument(
+        "--target-length",
+        type=positive_int,
+        help="length to inspect at (default: the stated --max-position-embeddings, else factor * L0)",
+    )
     p.add_argument(
         "--plot",
         nargs="?",
@@ -41,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="the method as HF rope_parameters, vLLM arguments or llama.cpp flags")
     add_method_args(p)
     p.add_argument("--format", default="hf", help=f"comma-separated, from: {', '.join(FORMATS)} (default hf)")
+    p.add_argument(
+        "--gguf-arch",
+        default="llama",
+        help="llama.cpp: the GGUF's general.architecture, for metadata overrides (default llama)",
+    )
     add_out_arg(p, "out/export")
     p.set_defaults(run=run_export)
 
@@ -56,23 +65,24 @@ def run_methods(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    ropes = ropes_from_args(args)
+    named = named_ropes_from_args(args)
+    ropes = [rope for _, rope in named]
     trained = next((r.config.trained_length for r in ropes if r.config.trained_length), None)
     if trained is None:
         raise RopeConfigError("inspect needs the trained length: pass --original-max-position-embeddings")
-    target = (
-        args.target_length
-        if args.target_length is not None
-        else round(trained * max(r.config.scale for r in ropes))
-    )
+    lengths = [r.max_length or round(trained * r.config.scale) for r in ropes]
+    # a stated length wins, as in export
+    target = args.target_length if args.target_length is not None else max(lengths)
     views: dict[str, list[dict]] = {}
-    for rope in ropes:
+    for layer_type, rope in named:
         rows = pair_views(rope, target, trained_length=trained)
         label = rope.config.method + (f" s={rope.config.scale:g}" if rope.config.scale != 1 else "")
+        label = f"{layer_type}: {label}" if layer_type else label
         views[label] = [r.as_dict() for r in rows]
         counts = summarize(rows)
         print(
-            f"\n{rope!r}  trained L0={trained}  target T={target}  attention scaling "
+            (f"\n## layer type {layer_type}" if layer_type else "")
+            + f"\n{rope!r}  trained L0={trained}  target T={target}  attention scaling "
             f"{rope.frequencies(target)[1]:.6g}"
         )
         print(
@@ -100,6 +110,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             {
                 "command": "inspect",
                 "time": time.time(),
+                "layer_type": layer_type,
                 "rope": rope.to_dict(),
                 "trained_length": trained,
                 "target_length": target,
@@ -123,21 +134,40 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    ropes = ropes_from_args(args)
-    if len(ropes) != 1:
+    for name in (args.method or "").split(","):
+        check_exportable(name.strip())
+    named = named_ropes_from_args(args)
+    layers = {layer_type: rope for layer_type, rope in named if layer_type is not None}
+    if len(named) != 1 and len(layers) != len(named):  # several methods (on one layer type)
         raise RopeConfigError("export takes one --method")
-    rope = ropes[0]
+    for layer_type, rope in named if len(named) > 1 else []:
+        print(f"# layer type {layer_type}: {rope!r}")
+    record = {lt or "all": rope.to_dict() for lt, rope in named}
     for fmt in [f.strip() for f in args.format.split(",") if f.strip()]:
-        out = export(rope, fmt)
+        if len(named) > 1:
+            out = export_layers(layers, fmt, arch=args.gguf_arch)
+        else:
+            out = export(named[0][1], fmt, arch=args.gguf_arch)
         print(f"# {fmt}")
         if fmt == "hf":
             print(json.dumps(out, indent=2))
+            for layer_type, rope in named:
+                for line in hf_notes(rope):
+                    print(f"# note: {layer_type + ': ' if layer_type else ''}{line}")
         else:
             print(out["command"])
             if "legacy_command" in out:
                 print(f"# older vLLM:\n{out['legacy_command']}")
+        for line in out.get("differences", []):
+            print(f"# differs from ropelab: {line}")
         append_jsonl(
             args.out / "results.jsonl",
-            {"command": "export", "time": time.time(), "format": fmt, "rope": rope.to_dict(), "export": out},
+            {
+                "command": "export",
+                "time": time.time(),
+                "format": fmt,
+                "rope": record if len(named) > 1 else named[0][1].to_dict(),
+                "export": out,
+            },
         )
     return 0

@@ -16,6 +16,15 @@ Two routes, chosen per method, neither of which copies model files or patches cl
 
 ``extend`` always starts from the model as it was loaded: calling it again replaces the previous
 method, and ``extend(model, "none")`` restores the original.
+
+Models with a RoPE per layer type (transformers v5 nested ``rope_parameters``, e.g. Gemma 3's global
+``full_attention`` and local ``sliding_attention`` layers, one rotary module with a table per layer type):
+the method replaces the RoPE of the layer types ``layer_types=`` names, by default those of
+:func:`ropelab.rope.extended_layer_types` (``full_attention``: sliding-window layers never see past their
+window, and Gemma 3 itself scales only its global layers), on that layer type's geometry; the other layer
+types keep theirs. transformers 5.24's Gemma 3 rotary module builds each table from
+``config.rope_parameters[layer_type]``, so route 1 works per layer type; route 2 would rotate every layer
+alike and is refused for such models.
 """
 
 from __future__ import annotations
@@ -28,20 +37,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ropelab.attention.registry import ATTENTION_METHODS
 from ropelab.errors import RopeConfigError, did_you_mean
 from ropelab.export import to_hf
-from ropelab.rope.core import Rope
+from ropelab.rope.core import Rope, extended_layer_types, is_per_layer
 from ropelab.rope.frequencies import METHODS
 
-#: methods that act on the attention scores rather than on the frequencies alone
-ATTENTION_METHODS = {
-    "rerope": "ReRoPE: relative positions capped at a window w (Su 2023, kexue.fm 9708)",
-    "leaky-rerope": "leaky ReRoPE: inside w as RoPE, beyond w + (i-j-w)/k (Su 2023, kexue.fm 9708)",
-    "self-extend": "Self-Extend: neighbour window W, grouped beyond it (Jin et al. 2024, arXiv 2401.01325)",
-}
 #: methods whose frequencies transformers computes identically, and that do not change with the length
 _NATIVE = {"default", "linear", "ntk", "ntk-by-parts", "yarn", "llama3", "proportional"}
-_OPTIONS = {"window", "leak", "group", "layout"}
+_OPTIONS = {"window", "leak", "group", "layout", "layer_types"}
 _counter = itertools.count()
 
 
@@ -56,9 +60,12 @@ class Extension:
     leak: float | None = None
     group: int | None = None
     native: bool = False
+    layer_types: tuple[str, ...] | None = None  # per-layer-type models: the layer types it replaces
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.name, "rope": self.rope.to_dict(), "attention": self.attention}
+        if self.layer_types is not None:
+            out["layer_types"] = list(self.layer_types)
         for key in ("window", "leak", "group"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -66,10 +73,25 @@ class Extension:
 
 
 # --------------------------------------------------------------------------- geometry
-def model_geometry(config: Any) -> dict[str, Any]:
-    """head_dim, base, partial rotary factor and trained length of a transformers config."""
+def model_geometry(config: Any, layer_type: str | None = None) -> dict[str, Any]:
+    """head_dim, base, partial rotary factor and trained length of a transformers config.
+
+    For a config with a RoPE per layer type (nested ``rope_parameters``), the geometry of ``layer_type``
+    (default: the first of :func:`ropelab.rope.extended_layer_types`), with ``layer_types`` the config's
+    RoPE layer types in order (``None`` for a flat config).
+    """
     config = getattr(config, "text_config", None) or config
     rope_parameters = dict(getattr(config, "rope_parameters", None) or {})
+    layer_types = None
+    if is_per_layer(rope_parameters, getattr(config, "layer_types", None)):
+        layer_types = [lt for lt, params in rope_parameters.items() if params is not None]
+        layer_type = layer_type or extended_layer_types(layer_types)[0]
+        if layer_type not in layer_types:
+            raise RopeConfigError(
+                f"layer type {layer_type!r}{did_you_mean(layer_type, layer_types)} has no RoPE here; "
+                f"choose from: {', '.join(layer_types)}"
+            )
+        rope_parameters = dict(rope_parameters[layer_type])
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     partial = rope_parameters.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None))
     base = rope_parameters.get("rope_theta", getattr(config, "rope_theta", 10000.0))
@@ -84,6 +106,7 @@ def model_geometry(config: Any) -> dict[str, Any]:
         "partial_rotary_factor": float(partial) if partial else 1.0,
         "trained_length": int(trained),
         "rope_parameters": rope_parameters,
+        "layer_types": layer_types,
     }
 
 
@@ -98,8 +121,33 @@ def check_method(method: str) -> None:
 
 def make_extension(config: Any, method: str, **params: Any) -> Extension:
     """Resolve ``method`` and its parameters against a model config (no model needed)."""
-    geo = model_geometry(config)
     options = {k: params.pop(k) for k in list(params) if k in _OPTIONS}
+    chosen = options.pop("layer_types", None)
+    if isinstance(chosen, str):
+        chosen = (chosen,)
+    geo = model_geometry(config)
+    layer_types: tuple[str, ...] | None = None
+    if geo["layer_types"] is not None:
+        layer_types = tuple(extended_layer_types(geo["layer_types"]) if chosen is None else chosen)
+        for name in layer_types:
+            model_geometry(config, name)  # "did you mean" for a layer type the config lacks
+        geo = model_geometry(config, layer_types[0])
+        for name in layer_types[1:]:
+            other = model_geometry(config, name)
+            if (other["head_dim"], other["base"], other["partial_rotary_factor"]) != (
+                geo["head_dim"],
+                geo["base"],
+                geo["partial_rotary_factor"],
+            ):
+                raise RopeConfigError(
+                    f"layer types {layer_types[0]!r} and {name!r} have different RoPE geometry (base "
+                    f"{geo['base']:g} vs {other['base']:g}): one method needs one geometry; choose layer "
+                    "types that share it"
+                )
+    elif chosen is not None:
+        raise RopeConfigError(
+            "layer_types is only for models with a RoPE per layer type (nested rope_parameters)"
+        )
     check_method(method)
     if method == "none":
         method = "default"
@@ -138,7 +186,13 @@ def make_extension(config: Any, method: str, **params: Any) -> Extension:
     if window is not None and window < 1:
         raise RopeConfigError(f"window must be >= 1, got {window}")
     native = attention == "rope" and rope_method in _NATIVE and not rope.config.log_n
-    return Extension(method, rope, attention, window, leak, group, native)
+    if layer_types is not None and not native:
+        raise RopeConfigError(
+            f"method {method!r} needs ropelab's own attention, which would rotate every layer type alike; on "
+            f"a model with a RoPE per layer type ({', '.join(geo['layer_types'])}) use one transformers "
+            f"builds per layer type: {', '.join(sorted(_NATIVE - {'default'}))}"
+        )
+    return Extension(method, rope, attention, window, leak, group, native, layer_types)
 
 
 # ------------------------------------------------------------------------------ apply
@@ -147,11 +201,17 @@ def _rotary_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     found = []
     for parent in model.modules():
         for name, child in parent.named_children():
-            if hasattr(child, "inv_freq") and hasattr(child, "rope_type"):
+            tables = [n for n, _ in child.named_buffers(recurse=False) if n.endswith("inv_freq")]
+            if hasattr(child, "rope_type") and tables:  # Gemma 3: one `{layer_type}_inv_freq` per type
                 found.append((parent, name, child))
     if not found:
         raise RopeConfigError(f"{type(model).__name__} has no rotary embedding module: is it a RoPE model?")
     return found
+
+
+def _table(rotary: nn.Module) -> torch.Tensor:
+    """A rotary module's inverse frequencies (the first table of a per-layer-type module)."""
+    return next(buf for n, buf in rotary.named_buffers(recurse=False) if n.endswith("inv_freq"))
 
 
 class IdentityRotary(nn.Module):
@@ -165,7 +225,7 @@ class IdentityRotary(nn.Module):
         self.rotary_dim = rotary_dim
 
     def forward(
-        self, x: torch.Tensor, position_ids: torch.Tensor, **_: Any
+        self, x: torch.Tensor, position_ids: torch.Tensor, *_: Any, **__: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (*position_ids.shape, self.rotary_dim)
         return (
@@ -235,13 +295,21 @@ def _new_length(ext: Extension, trained: int) -> int:
 
 def _apply_native(model: nn.Module, ext: Extension, state: dict[str, Any]) -> None:
     params = to_hf(ext.rope)
-    trained = model_geometry(model.config)["trained_length"]
+    layer_types = ext.layer_types or (None,)
+    trained = model_geometry(model.config, layer_types[0])["trained_length"]
     if params["rope_type"] in ("yarn", "llama3", "longrope"):
         params.setdefault("original_max_position_embeddings", trained)
-    model.config.rope_parameters = params
+    if ext.layer_types is None:
+        model.config.rope_parameters = params
+    else:  # replace the chosen layer types' entries, keep the others as loaded
+        nested = copy.deepcopy(state["rope_parameters"])
+        for layer_type in ext.layer_types:
+            nested[layer_type] = copy.deepcopy(params)
+        model.config.rope_parameters = nested
     model.config.max_position_embeddings = max(_new_length(ext, trained), state["max_position_embeddings"])
     for parent, name, child in state["rotary"]:
-        setattr(parent, name, type(child)(config=model.config).to(child.inv_freq.device))
+        device = next(child.buffers()).device
+        setattr(parent, name, type(child)(config=model.config).to(device))
 
 
 def _apply_attention(model: nn.Module, ext: Extension, state: dict[str, Any]) -> None:
@@ -254,7 +322,7 @@ def _apply_attention(model: nn.Module, ext: Extension, state: dict[str, Any]) ->
     if params is not None:
         model.config.rope_parameters = params
     for parent, name, child in state["rotary"]:
-        setattr(parent, name, IdentityRotary(2 * child.inv_freq.numel()))
+        setattr(parent, name, IdentityRotary(2 * _table(child).numel()))
     name = f"ropelab_{next(_counter)}"
     register_attention(name, ext)
     model.set_attn_implementation(name)

@@ -2,10 +2,19 @@
 
 from ropelab.rope.apply import apply_rotary, apply_rotary_, rotate
 from ropelab.rope.config import RopeConfig
-from ropelab.rope.core import Rope
+from ropelab.rope.core import (
+    ALL_LAYERS,
+    FULL_ATTENTION,
+    Rope,
+    extended_layer_types,
+    is_per_layer,
+    ropes_from_hf,
+)
 from ropelab.rope.frequencies import METHODS, Method, base_inv_freq, get_method
 
 __all__ = [
+    "ALL_LAYERS",
+    "FULL_ATTENTION",
     "METHODS",
     "Method",
     "Rope",
@@ -13,6 +22,9 @@ __all__ = [
     "apply_rotary",
     "apply_rotary_",
     "base_inv_freq",
+    "extended_layer_types",
     "get_method",
+    "is_per_layer",
+    "ropes_from_hf",
     "rotate",
 ]

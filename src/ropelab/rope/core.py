@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -82,8 +82,18 @@ class Rope:
         Accepts ``rope_type`` or ``type``; ``rope_theta`` inside the dict or passed; every key
         transformers reads. Follows transformers' defaults: ``original_max_position_embeddings``
         falls back to ``max_position_embeddings`` (llama3, yarn, longrope), and dynamic NTK's trained
-        length is ``max_position_embeddings``.
+        length is ``max_position_embeddings``. As transformers 5.24 computes them: a ``null`` YaRN/LongRoPE
+        ``factor`` is ``max_position_embeddings / original`` (transformers refuses a missing ``factor`` key;
+        ropelab derives it the same way), ``mscale`` / ``mscale_all_dim`` count only when both are non-zero
+        (DeepSeek: g(s, mscale) / g(s, mscale_all_dim)), an explicit ``attention_factor`` wins over both, and
+        ``truncate: null`` does not truncate.
         """
+        if is_per_layer(rope_parameters):
+            assert rope_parameters is not None
+            raise RopeConfigError(
+                f"rope_parameters is nested by layer type ({', '.join(rope_parameters)}): use "
+                "ropelab.rope.ropes_from_hf for one Rope per layer type, or pass one of its entries"
+            )
         params = dict(rope_parameters or {})
         method = params.pop("rope_type", None)
         legacy = params.pop("type", None)
@@ -99,13 +109,16 @@ class Rope:
                     f"unknown rope_parameters key {key!r}{did_you_mean(key, _HF_KEYS)}; "
                     f"valid: {', '.join(sorted(_HF_KEYS))}"
                 )
+            if key == "truncate" and value is None:
+                value = False  # transformers 5.24 reads it with `if truncate:`: null does not truncate
             if value is not None:
                 kwargs[_HF_KEYS[key]] = value
         if "base" not in kwargs:
             kwargs["base"] = rope_theta if rope_theta is not None else 10000.0
         if partial_rotary_factor is not None:
             kwargs.setdefault("partial_rotary_factor", partial_rotary_factor)
-        if method in ("yarn", "longrope", "ntk-by-parts"):
+        if max_position_embeddings is not None:
+            # the length the config states: derives factor for yarn/longrope, and is the exported length
             kwargs["max_position_embeddings"] = max_position_embeddings
         if method in ("yarn", "longrope", "llama3", "ntk-by-parts", "dynamic-yarn"):
             kwargs.setdefault("original_max_position_embeddings", max_position_embeddings)
@@ -127,6 +140,22 @@ class Rope:
     def rotary_dim(self) -> int:
         """Channels that rotate (``head_dim`` for ``proportional``, whose extra pairs have frequency 0)."""
         return self.config.head_dim if self.config.method == "proportional" else self.config.rotary_dim
+
+    @property
+    def max_length(self) -> int | None:
+        """The context length this configuration is for (what an export sets as the model's maximum).
+
+        A stated ``max_position_embeddings`` wins when it differs from ``original_max_position_embeddings``
+        L0 (Llama 3.1 states 131072 for L0 8192 and factor 8) or when L0 is not given (Gemma 3's linear
+        factor 8 beside its stated 131072); a stated length equal to L0 is the trained length (Qwen2.5 keeps
+        ``max_position_embeddings = original`` beside its YaRN factor), so the length is derived as
+        round(L0 * s), as it is when nothing is stated. ``None`` when neither is known.
+        """
+        cfg = self.config
+        stated, original = cfg.max_position_embeddings, cfg.original_max_position_embeddings
+        if stated is not None and stated != original:
+            return int(stated)
+        return round(original * cfg.scale) if original is not None else None
 
     def __repr__(self) -> str:
         changed = {
@@ -224,6 +253,85 @@ class Rope:
         assert trained is not None
         n = positions.to(torch.float64) + 1
         return torch.clamp(torch.log(n) / math.log(trained), min=1.0).float()
+
+
+#: the key :func:`ropes_from_hf` uses for a flat (not per-layer) ``rope_parameters``
+ALL_LAYERS = "all"
+
+
+def is_per_layer(rope_parameters: Mapping[str, Any] | None, layer_types: Sequence[str] | None = None) -> bool:
+    """Whether ``rope_parameters`` is nested by layer type (transformers v5, e.g. Gemma 3).
+
+    transformers 5.24 (``RotaryEmbeddingConfigMixin.nested_rope_parameter_keys``) calls it nested when a key
+    is one of the config's ``layer_types``; without ``layer_types``, a dict whose values are all dicts (or
+    ``None``, a layer type without RoPE) is nested, since a flat dict holds numbers, strings and lists.
+    """
+    if not rope_parameters:
+        return False
+    if layer_types:
+        return any(key in set(layer_types) for key in rope_parameters)
+    values = list(rope_parameters.values())
+    nested = [isinstance(v, Mapping) for v in values]
+    return any(nested) and all(n or v is None for n, v in zip(nested, values, strict=True))
+
+
+#: the layer type that attends over the whole context in transformers' layer_types
+FULL_ATTENTION = "full_attention"
+
+
+def extended_layer_types(layer_types: Iterable[str]) -> list[str]:
+    """The layer types a context-extension method replaces the RoPE of: ``full_attention`` when present
+    (sliding-window layers never see more than their window, and Gemma 3 scales only its global layers),
+    else all of them."""
+    names = list(dict.fromkeys(layer_types))
+    return [FULL_ATTENTION] if FULL_ATTENTION in names else names
+
+
+def ropes_from_hf(
+    rope_parameters: Mapping[str, Any] | None,
+    *,
+    head_dim: int,
+    max_position_embeddings: int | None = None,
+    rope_theta: float | None = None,
+    partial_rotary_factor: float | None = None,
+    layer_types: Sequence[str] | None = None,
+) -> dict[str, Rope]:
+    """One :class:`Rope` per layer type for a transformers ``rope_parameters`` that may be nested.
+
+    Nested (Gemma 3: ``{"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}``): ``{layer_type: Rope}`` in the
+    dict's order, each through :meth:`Rope.from_hf` with the shared geometry (``rope_theta`` and
+    ``partial_rotary_factor`` as defaults each entry may override); a ``None`` entry (a layer type without
+    RoPE) is left out. Flat: ``{ALL_LAYERS: Rope.from_hf(...)}``. ``layer_types`` is the config's list
+    (used, as transformers does, to tell a nested dict from a flat one).
+
+    One difference from transformers 5.24, kept on purpose: its YaRN reads ``truncate`` from the top level
+    of ``config.rope_parameters``, so a per-layer ``truncate: false`` is ignored there; here each layer
+    type's own value counts.
+    """
+    shared = {
+        "head_dim": head_dim,
+        "max_position_embeddings": max_position_embeddings,
+        "rope_theta": rope_theta,
+        "partial_rotary_factor": partial_rotary_factor,
+    }
+    if not is_per_layer(rope_parameters, layer_types):
+        return {ALL_LAYERS: Rope.from_hf(rope_parameters, **shared)}
+    assert rope_parameters is not None
+    out: dict[str, Rope] = {}
+    for layer_type, params in rope_parameters.items():
+        if params is None:
+            continue
+        if layer_types and layer_type not in layer_types:
+            raise RopeConfigError(
+                f"rope_parameters has layer type {layer_type!r}{did_you_mean(layer_type, layer_types)}, "
+                f"but layer_types has only: {', '.join(sorted(set(layer_types)))}"
+            )
+        try:
+            out[layer_type] = Rope.from_hf(params, **shared)
+        except RopeConfigError as err:
+            raise RopeConfigError(f"rope_parameters[{layer_type!r}]: {err}") from None
+    return out
 
 
 def _cos_sin_rows(
