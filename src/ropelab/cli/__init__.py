@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ropelab.cli import finetune_cmd, lab_cmds, model_cmds, rope_cmds
+    from ropelab.cli import check_cmd, finetune_cmd, lab_cmds, model_cmds, rope_cmds
 
     parser = _Parser(
         prog="ropelab",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmds.register(sub)
     lab_cmds.register(sub)
     finetune_cmd.register(sub)
+    check_cmd.register(sub)
     return parser
 
 
