@@ -229,8 +229,8 @@ def _longrope(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
     why = []
     if use_long:
         why.append(
-            f"llama.cpp picks the long factors for every position when the context size (default {n_ctx}) "
-            f"exceeds the original {original} (pass -c {original} for the short ones)"
+            f"llama.cpp uses the long factors for every position once n_ctx > {original}, and n_ctx "
+            f"defaults to {n_ctx} (pass -c {original} for the short ones)"
         )
     if model.rope_parameters.get("attention_factor") is not None:
         why.append(
