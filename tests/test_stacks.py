@@ -248,3 +248,31 @@ def test_llamacpp_longrope_switches_by_context_size_for_phi3_only() -> None:
     )
     as_llama = dict(config, model_type="llama", architectures=["LlamaForCausalLM"])
     assert "Phi-3" in (llamacpp.plan(read_config(as_llama), [4096]).cannot or "")
+
+
+def test_deepseek_v3_layout_rotates_qk_rope_head_dim() -> None:
+    config = deepseek_v3(mscale=1.0, mscale_all_dim=1.0)
+    del config["head_dim"]
+    config.update(hidden_size=7168, num_attention_heads=128, qk_nope_head_dim=128, v_head_dim=128)
+    model = read_config(config)
+    assert model.head_dim == 64  # not hidden_size / heads = 56
+    (ev,) = transformers.plan(model, [163840]).evals
+    assert torch.equal(ev.inv_freq, ref(config, 163840)[0])
+
+
+def test_transformers_nested_rope_parameters_checks_the_full_attention_layers() -> None:
+    gemma3 = {
+        "model_type": "gemma3_text",
+        "hidden_size": 2560,
+        "num_attention_heads": 8,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 1000000.0,
+        "rope_local_base_freq": 10000.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+        "sliding_window": 1024,
+        "num_hidden_layers": 6,
+    }
+    plan = transformers.plan(read_config(gemma3), [131072])
+    assert plan.cannot is None and plan.detail["layer_type"].startswith("full_attention")
+    assert torch.equal(plan.evals[0].inv_freq, ref(gemma3, 131072)[0])

@@ -123,7 +123,8 @@ def read_config(config: Mapping[str, Any], *, name: str = "config") -> ModelRope
     outer = dict(config)
     text = outer.get("text_config")
     text = copy.deepcopy(dict(text)) if isinstance(text, Mapping) else copy.deepcopy(outer)
-    head_dim = text.get("head_dim")
+    # MLA models (DeepSeek-V2/V3) rotate only qk_rope_head_dim channels (their config classes: head_dim)
+    head_dim = text.get("qk_rope_head_dim") or text.get("head_dim")
     if not head_dim:
         try:
             head_dim = int(text["hidden_size"]) // int(text["num_attention_heads"])

@@ -45,6 +45,15 @@ def build_config(model: ModelRope) -> Any:
     return cls(**text)
 
 
+def _layer_type(config: Any) -> str | None:
+    """``full_attention`` (else the first) when transformers nested rope_parameters by layer type
+    (Gemma 3 builds {full_attention, sliding_attention} from rope_scaling and rope_local_base_freq)."""
+    nested = config.nested_rope_parameter_keys(config.rope_parameters or {})
+    if not nested:
+        return None
+    return "full_attention" if "full_attention" in nested else nested[0]
+
+
 def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
     """What the installed transformers computes for ``model`` at each of ``lengths``."""
     import transformers
@@ -66,16 +75,26 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
             cannot=f"transformers has no rope_type {rope_type!r} (ROPE_INIT_FUNCTIONS: "
             f"{', '.join(ROPE_INIT_FUNCTIONS)}); loading the model raises KeyError",
         )
+    detail: dict[str, Any] = {}
     try:
         config = build_config(model)
+        layer = _layer_type(config)
+        kwargs = {} if layer is None else {"layer_type": layer}
+        if layer is not None:
+            detail["layer_type"] = (
+                f"{layer} (rope_parameters nested by layer type; the others are not compared)"
+            )
         if default:
-            config.rope_parameters = dict(config.rope_parameters, rope_type="linear", factor=1.0)
+            params = config.rope_parameters if layer is None else config.rope_parameters[layer]
+            params.update(rope_type="linear", factor=1.0)
         evals = []
         for length in lengths:
-            inv_freq, attention = fn(config, None, seq_len=length)
+            inv_freq, attention = fn(config, None, seq_len=length, **kwargs)
             evals.append(StackEval(int(length), inv_freq.double(), float(attention)))
     except (KeyError, ValueError, TypeError) as err:
-        return StackPlan(STACK, source, cannot=f"transformers rejects this config: {err}")
+        return StackPlan(
+            STACK, source, cannot=f"transformers rejects this config: {type(err).__name__} {err}"
+        )
     max_length = getattr(config.get_text_config(), "max_position_embeddings", None)
     return StackPlan(
         STACK,
@@ -83,5 +102,5 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
         evals=tuple(evals),
         max_length=int(max_length) if max_length else None,
         rule=_RULES.get(rope_type, "one static table"),
-        detail={"config_class": type(config).__name__},
+        detail={"config_class": type(config).__name__, **detail},
     )
