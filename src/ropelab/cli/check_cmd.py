@@ -65,6 +65,11 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def _at(x: float | None, length: int | None, n_lengths: int) -> str:
+    """The worst relative difference, and where, when several lengths were evaluated."""
+    return _num(x) + (f" @{length}" if x and n_lengths > 1 else "")
+
+
 def format_report(report: Any) -> str:
     """The per-stack table and verdicts of one :class:`ropelab.stacks.CheckReport`."""
     rope = report.rope
@@ -79,13 +84,14 @@ def format_report(report: Any) -> str:
         facts.append(f"L0 {report.trained_length}")
     facts.append(f"max_position_embeddings {report.max_position_embeddings}")
     at = ", ".join(f"L={n}" for n in report.lengths)
-    lines = [f"== {report.name}: " + ", ".join(facts), f"evaluated at {at}"]
+    lines = [f"== {report.name}: " + ", ".join(facts), f"evaluated at {at} (attention: one value per length)"]
     rows = [
         {
             "stack": "ropelab (reference)",
             "max length": report.max_position_embeddings,
             "freq rel diff": "0",
             "attention": " / ".join(f"{a:.6g}" for a in report.reference_attention),
+            "attn rel diff": "0",
             "rule": report.reference_rule,
         }
     ]
@@ -94,8 +100,9 @@ def format_report(report: Any) -> str:
             {
                 "stack": row.stack,
                 "max length": row.max_length,
-                "freq rel diff": _num(row.freq_rel_diff),
+                "freq rel diff": _at(row.freq_rel_diff, row.worst_length, len(report.lengths)),
                 "attention": " / ".join(f"{a:.6g}" for a in row.attention) or "-",
+                "attn rel diff": _num(row.attention_rel_diff),
                 "rule": row.rule or "-",
             }
         )
