@@ -276,3 +276,13 @@ def test_transformers_nested_rope_parameters_checks_the_full_attention_layers() 
     plan = transformers.plan(read_config(gemma3), [131072])
     assert plan.cannot is None and plan.detail["layer_type"].startswith("full_attention")
     assert torch.equal(plan.evals[0].inv_freq, ref(gemma3, 131072)[0])
+
+
+def test_yarn_without_factor_vllm_cannot_and_llamacpp_runs_plain_rope() -> None:
+    config = llama({"rope_type": "yarn", "original_max_position_embeddings": 4096})  # factor = 16384 / 4096
+    model = read_config(config)
+    assert "factor" in (vllm.plan(model, [16384]).cannot or "")
+    plan = llamacpp.plan(model, [16384])
+    plain = Rope("default", head_dim=128, base=10000.0).frequencies()[0].double()
+    assert rel(plan.evals[0].inv_freq, plain) < 1e-5 and "without 'factor'" in plan.why[0]
+    assert reference_rope(model).config.scale == 4.0  # transformers and ropelab derive s from the lengths

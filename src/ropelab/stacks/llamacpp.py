@@ -120,7 +120,11 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
     detail: dict = {"rope.freq_base": base, "context_length": n_ctx}
     rule = "one static table"
     attention = 1.0
-    if rope_type == "default":
+    if rope_type in ("linear", "yarn") and model.rope_parameters.get("factor") is None:
+        detail["rope.scaling.type"] = f"none (the converter writes {rope_type} only with a 'factor')"
+        table = ggml_rope_inv_freq(base, d)
+        why.append(f"the converter writes no scaling for {rope_type} without 'factor': plain RoPE")
+    elif rope_type == "default":
         detail["rope.scaling.type"] = "none"
         table = ggml_rope_inv_freq(base, d)
     elif rope_type == "linear":

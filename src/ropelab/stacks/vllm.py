@@ -96,6 +96,12 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
         return StackPlan(
             STACK, SOURCE, cannot="Hunyuan's dynamic 'alpha' (static NTK) is not a ropelab method"
         )
+    if rope_type in ("linear", "dynamic", "ntk", "yarn", "deepseek_yarn", "llama3") and (
+        model.rope_parameters.get("factor") is None
+    ):
+        return StackPlan(
+            STACK, SOURCE, cannot=f"get_rope reads rope_parameters['factor'] for {rope_type!r} (KeyError)"
+        )
     d, base = model.rotary_dim, model.base
     factor = float(model.param("factor", 1.0))
     served = max_model_len(model)
