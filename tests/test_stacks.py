@@ -286,3 +286,12 @@ def test_yarn_without_factor_vllm_cannot_and_llamacpp_runs_plain_rope() -> None:
     plain = Rope("default", head_dim=128, base=10000.0).frequencies()[0].double()
     assert rel(plan.evals[0].inv_freq, plain) < 1e-5 and "without 'factor'" in plan.why[0]
     assert reference_rope(model).config.scale == 4.0  # transformers and ropelab derive s from the lengths
+
+
+def test_llamacpp_deepseek2_moves_the_yarn_magnitude_out_of_the_rope() -> None:
+    config = deepseek_v3(mscale=0.707, mscale_all_dim=0.707)
+    plan = llamacpp.plan(read_config(config), [163840])
+    assert plan.detail["rope.scaling.yarn_log_multiplier"] == pytest.approx(0.0707)
+    assert plan.evals[0].attention_factor == 1.0 == ref(config, 163840)[1]
+    alone = llamacpp.plan(read_config(deepseek_v3(mscale=0.707)), [163840])  # no log_mul written
+    assert alone.evals[0].attention_factor == pytest.approx(0.1 * math.log(40) + 1)

@@ -7,7 +7,7 @@ Converter (``TextModel.set_gguf_parameters``): ``linear`` writes scaling type LI
 (freq_scale = 1/factor); ``yarn`` writes YARN, ``factor``, ``original_max_position_embeddings`` as
 the original context, ``beta_fast`` / ``beta_slow`` if given and ``attention_factor`` as
 ``rope.scaling.yarn_attn_factor``; ``mscale`` / ``mscale_all_dim`` and ``truncate`` are not written
-(DeepSeek-2's model class writes ``mscale_all_dim`` as ``yarn_log_multiplier``); ``longrope`` is
+(DeepSeek-2's model class writes ``0.1 * mscale_all_dim`` as ``yarn_log_multiplier``); ``longrope`` is
 written only by the Phi-3 classes: LONGROPE, ``rope_factors_long`` / ``rope_factors_short`` tensors
 and ``rope.scaling.attn_factor = sqrt(1 + ln(s)/ln(orig))`` with s = max_pos / orig (``factor`` and
 ``attention_factor`` not read); ``llama3`` writes a ``rope_freqs`` tensor
@@ -145,7 +145,10 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
             }
         )
         table = ggml_rope_inv_freq(base, d, freq_scale=1.0 / factor, yarn=(original, beta_fast, beta_slow))
-        log_mul = float(model.param("mscale_all_dim", 0.0)) if _is_deepseek2(model) else 0.0
+        # DeepSeek-2's converter writes 0.1 * mscale_all_dim as yarn_log_multiplier; llama_context then sets
+        # the rope factor to get_mscale(s, m) / get_mscale(s, log_mul) with m = log_mul (DeepSeek-2 when
+        # log_mul != 1) or 1 (log_mul == 1): 1 either way, the magnitude goes to kq_scale in the graph
+        log_mul = 0.1 * float(model.param("mscale_all_dim", 0.0)) if _is_deepseek2(model) else 0.0
         if log_mul:
             detail["rope.scaling.yarn_log_multiplier"] = log_mul
             mscale = log_mul if log_mul != 1.0 else 1.0

@@ -113,8 +113,9 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
     elif rope_type == "linear":
         table = (base_inv_freq64(base, d).float() / factor).double()
     elif rope_type == "dynamic":
-        # 3cfbaf33: base * ((max_len / max_pos) - (s - 1)) ** (d/(d-2)) with max_len = max_pos * s: plain b
-        dyn_base = base * ((factor * 1.0) - (factor - 1)) ** (d / (d - 2))
+        # 3cfbaf33: b * ((max_len / max_pos) - (s - 1)) ** (d/(d-2)) with max_len = max_pos * s, i.e. plain b
+        ratio = factor  # max_len / max_pos
+        dyn_base = base * (ratio - (factor - 1)) ** (d / (d - 2))
         table = base_inv_freq64(dyn_base, d)
         rule = f"one static table for {served} positions (never grows)"
         why.append(
