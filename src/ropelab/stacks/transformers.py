@@ -41,8 +41,13 @@ def build_config(model: ModelRope) -> Any:
     text = copy.deepcopy(dict(model.text))
     text.pop("model_type", None)
     text.pop("text_config", None)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    return cls(**text)
+    log = logging.getLogger("transformers")  # its validation warnings are not this report's business
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return cls(**text)
+    finally:
+        log.setLevel(level)
 
 
 def _layer_type(config: Any) -> str | None:
@@ -91,7 +96,7 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
         for length in lengths:
             inv_freq, attention = fn(config, None, seq_len=length, **kwargs)
             evals.append(StackEval(int(length), inv_freq.double(), float(attention)))
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
         return StackPlan(
             STACK, source, cannot=f"transformers rejects this config: {type(err).__name__} {err}"
         )
