@@ -113,6 +113,8 @@ def test_cli_prints_a_table_per_config_and_writes_results(tmp_path: Path, capsys
     assert [r["name"] for r in records] == ["llama31.json", "phi3.json"]
     assert {s["stack"] for s in records[0]["stacks"]} == {"transformers", "vLLM", "llama.cpp"}
     assert records[1]["lengths"] == [4096, 131072]
+    hf = next(s for s in records[0]["stacks"] if s["stack"] == "transformers")
+    assert hf["inv_freq"] == records[0]["reference_inv_freq"] and len(hf["inv_freq"][0]) == 64
 
 
 def test_cli_strict_exits_1_when_a_stack_differs(tmp_path: Path, capsys) -> None:

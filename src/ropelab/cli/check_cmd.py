@@ -65,6 +65,11 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def _slowest(inv_freq: Any) -> str:
+    """The slowest pair's inverse frequency at each evaluated length (the one scaling moves most)."""
+    return " / ".join(f"{t[-1]:.4g}" for t in inv_freq if t) or "-"
+
+
 def _at(x: float | None, length: int | None, n_lengths: int) -> str:
     """The worst relative difference, and where, when several lengths were evaluated."""
     return _num(x) + (f" @{length}" if x and n_lengths > 1 else "")
@@ -84,11 +89,15 @@ def format_report(report: Any) -> str:
         facts.append(f"L0 {report.trained_length}")
     facts.append(f"max_position_embeddings {report.max_position_embeddings}")
     at = ", ".join(f"L={n}" for n in report.lengths)
-    lines = [f"== {report.name}: " + ", ".join(facts), f"evaluated at {at} (attention: one value per length)"]
+    lines = [
+        f"== {report.name}: " + ", ".join(facts),
+        f"evaluated at {at} (slowest theta, attention: one value per length; all theta_i in results.jsonl)",
+    ]
     rows = [
         {
             "stack": "ropelab (reference)",
             "max length": report.max_position_embeddings,
+            "slowest theta": _slowest(report.reference_inv_freq),
             "freq rel diff": "0",
             "attention": " / ".join(f"{a:.6g}" for a in report.reference_attention),
             "attn rel diff": "0",
@@ -100,6 +109,7 @@ def format_report(report: Any) -> str:
             {
                 "stack": row.stack,
                 "max length": row.max_length,
+                "slowest theta": _slowest(row.inv_freq),
                 "freq rel diff": _at(row.freq_rel_diff, row.worst_length, len(report.lengths)),
                 "attention": " / ".join(f"{a:.6g}" for a in row.attention) or "-",
                 "attn rel diff": _num(row.attention_rel_diff),

@@ -58,6 +58,7 @@ class StackRow:
     attention: tuple[float, ...]
     attention_rel_diff: float | None
     detail: Mapping[str, Any]
+    inv_freq: tuple[tuple[float, ...], ...] = ()  # the stack's theta_i, one tuple per evaluated length
 
     @property
     def status(self) -> str:
@@ -77,6 +78,7 @@ class StackRow:
             "attention": list(self.attention),
             "attention_rel_diff": self.attention_rel_diff,
             "detail": dict(self.detail),
+            "inv_freq": [list(t) for t in self.inv_freq],
         }
 
 
@@ -94,6 +96,7 @@ class CheckReport:
     reference_rule: str
     reference_attention: tuple[float, ...]
     rows: tuple[StackRow, ...]
+    reference_inv_freq: tuple[tuple[float, ...], ...] = ()  # ropelab's theta_i per evaluated length
 
     def row(self, stack: str) -> StackRow:
         return next(r for r in self.rows if r.stack == stack)
@@ -109,6 +112,7 @@ class CheckReport:
             "lengths": list(self.lengths),
             "reference_rule": self.reference_rule,
             "reference_attention": list(self.reference_attention),
+            "reference_inv_freq": [list(t) for t in self.reference_inv_freq],
             "stacks": [r.as_dict() for r in self.rows],
         }
 
@@ -137,6 +141,7 @@ def check_config(config: Mapping[str, Any], *, name: str = "config") -> CheckRep
         reference_rule=reference_rule(rope),
         reference_attention=tuple(rope.frequencies(n)[1] for n in lengths),
         rows=rows,
+        reference_inv_freq=tuple(tuple(rope.frequencies(n)[0].double().tolist()) for n in lengths),
     )
 
 
@@ -243,4 +248,5 @@ def compare(
         tuple(attention),
         att_worst,
         plan.detail,
+        tuple(tuple(ev.inv_freq.tolist()) for ev in plan.evals),
     )
