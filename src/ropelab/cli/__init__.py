@@ -32,7 +32,7 @@ _SAVED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ropelab.cli import finetune_cmd, lab_cmds, model_cmds, presets_cmd, rope_cmds
+    from ropelab.cli import check_cmd, finetune_cmd, lab_cmds, model_cmds, presets_cmd, rope_cmds
 
     parser = _Parser(
         prog="ropelab",
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cmds.register(sub)
     finetune_cmd.register(sub)
     presets_cmd.register(sub)
+    check_cmd.register(sub)
     return parser
 
 

@@ -105,6 +105,9 @@ def add_method_args(parser: argparse.ArgumentParser, *, several: bool = False) -
     g.add_argument("--mixed-exponent", type=float, help="NTK-mixed exponent c (default 0.625)")
     g.add_argument("--log-n", action="store_true", help="scale queries by max(1, log n / log L0)")
     g.add_argument("--hf-config", type=Path, help="a transformers config.json: model geometry and its RoPE")
+    g.add_argument(
+        "--preset", help="a known model's config by name, in place of --hf-config (see `ropelab presets`)"
+    )
 
 
 def read_hf_config(path: Path) -> dict[str, Any]:
@@ -119,6 +122,26 @@ def read_hf_config(path: Path) -> dict[str, Any]:
             f"--hf-config: {path} is not valid JSON ({err.msg}, line {err.lineno})"
         ) from None
     return parse_hf_config(cfg, where=f"--hf-config: {path}")
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """The published ``config.json`` subset of the preset ``name`` (see ``ropelab presets``), as a dict."""
+    from ropelab.presets import get_preset
+    from ropelab.presets.preset import thaw
+
+    return thaw(get_preset(name).config)
+
+
+def hf_config_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The parsed config of ``--hf-config FILE`` or ``--preset NAME`` (one of them at most), else None."""
+    path, preset = getattr(args, "hf_config", None), getattr(args, "preset", None)
+    if path is not None and preset is not None:
+        raise RopeConfigError("give --hf-config or --preset, not both")
+    if path is not None:
+        return read_hf_config(path)
+    if preset is not None:
+        return parse_hf_config(preset_config(preset), where=f"preset {preset}")
+    return None
 
 
 def parse_hf_config(cfg: Any, *, where: str = "config") -> dict[str, Any]:
@@ -296,7 +319,7 @@ def named_ropes_from_args(args: argparse.Namespace) -> list[tuple[str | None, Ro
     if getattr(args, "log_n", False):
         given["log_n"] = True
     names = method_names(args)
-    hf = read_hf_config(args.hf_config) if getattr(args, "hf_config", None) else None
+    hf = hf_config_from_args(args)
     if hf is not None and is_per_layer(hf["rope_parameters"], hf["layer_types"]):
         return _per_layer_ropes(hf, names, given)
     if hf is not None and not names:
@@ -319,7 +342,7 @@ def named_ropes_from_args(args: argparse.Namespace) -> list[tuple[str | None, Ro
             )
         ]
     if not names:
-        raise RopeConfigError("--method is required (see `ropelab methods`), or give --hf-config")
+        raise RopeConfigError("--method is required (see `ropelab methods`), or give --hf-config or --preset")
     base: dict[str, Any] = {}
     if hf is not None:
         base = {"head_dim": hf["head_dim"], "base": float(hf["rope_theta"])}

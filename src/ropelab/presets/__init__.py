@@ -8,7 +8,7 @@
 >>> inv_freq, scaling = rope.frequencies()
 """
 
-from ropelab.presets.convert import ALL_LAYERS, Geometry, hf_rope_parameters
 from ropelab.presets.preset import PRESETS, Preset, get_preset, thaw
+from ropelab.rope.hf_config import ALL_LAYERS, Geometry, hf_rope_parameters
 
 __all__ = ["ALL_LAYERS", "PRESETS", "Geometry", "Preset", "get_preset", "hf_rope_parameters", "thaw"]

@@ -17,8 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 from ropelab.errors import RopeConfigError, did_you_mean
-from ropelab.presets.convert import Geometry, geometry, hf_rope_parameters, layer_types, ropes
 from ropelab.rope import Rope
+from ropelab.rope.hf_config import Geometry, geometry, hf_rope_parameters, layer_types, ropes
 
 _FIELDS = ("name", "model_id", "source", "note", "config")
 
@@ -69,7 +69,7 @@ class Preset:
         return geometry(self.config)
 
     def rope_parameters(self) -> dict[str, dict[str, Any]]:
-        """Per layer type, the transformers-5 ``rope_parameters`` (see :mod:`ropelab.presets.convert`)."""
+        """Per layer type, the transformers-5 ``rope_parameters`` (see :mod:`ropelab.rope.hf_config`)."""
         return hf_rope_parameters(thaw(self.config))
 
     def layer_types(self) -> list[str]:

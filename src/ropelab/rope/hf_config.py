@@ -35,10 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ropelab.errors import RopeConfigError
-from ropelab.rope import Rope
+from ropelab.rope.core import ALL_LAYERS, Rope
 
-#: Layer type used when a model has one RoPE for every layer.
-ALL_LAYERS = "all"
 #: transformers' ``RotaryEmbeddingConfigMixin.default_theta`` (5.24.0).
 DEFAULT_THETA = 10000.0
 #: Gemma 3's defaults (``Gemma3TextConfig.default_theta``, ``sliding_window_pattern``), transformers 5.24.0.
@@ -113,6 +111,8 @@ def hf_rope_parameters(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def _standardize(config: Mapping[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """One flat dict in transformers-5 form: ``rope_type`` (no legacy ``type``), theta, partial, L0."""
     legacy = params.pop("type", None)
+    if legacy is not None and params.get("rope_type") not in (None, legacy):
+        raise RopeConfigError(f"rope parameters have rope_type={params['rope_type']!r} and type={legacy!r}")
     params.setdefault("rope_type", legacy or "default")
     if config.get("model_type") == "phi3" and params["rope_type"] in ("su", "yarn"):
         params["rope_type"] = "longrope"
