@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import errno
 import json
 import os
@@ -12,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ropelab.errors import RopeConfigError
-from ropelab.rope.core import Rope, extended_layer_types, is_per_layer, ropes_from_hf
+from ropelab.rope.core import ALL_LAYERS, Rope, extended_layer_types, is_per_layer, ropes_from_hf
 from ropelab.rope.frequencies import get_method
+from ropelab.rope.hf_config import geometry, hf_rope_parameters, layer_types
 
 #: flag dest -> RopeConfig field, for the method parameters a user can set on the command line.
 _PARAM_FLAGS: dict[str, str] = {
@@ -36,7 +36,6 @@ _PARAM_FLAGS: dict[str, str] = {
 }
 #: transformers 5.24 standardize_rope_params: the rope types whose original length a config-level
 #: original_max_position_embeddings (Phi-3) overrides
-_KEEPS_ORIGINAL = ("llama3", "yarn", "longrope")
 #: parameters that describe the model rather than the method: every method takes them
 _MODEL_PARAMS = {"base", "head_dim", "partial_rotary_factor", "original_max_position_embeddings"}
 
@@ -159,45 +158,31 @@ def parse_hf_config(cfg: Any, *, where: str = "config") -> dict[str, Any]:
         raise RopeConfigError(f"{where} must hold a JSON object")
     cfg = cfg.get("text_config", cfg) if "rope_theta" not in cfg and "rope_parameters" not in cfg else cfg
     check_hf_config_values(cfg, where)
-    head_dim = cfg.get("qk_rope_head_dim") or cfg.get("head_dim")
-    if not head_dim:
-        try:
-            head_dim = int(cfg["hidden_size"]) // int(cfg["num_attention_heads"])
-        except KeyError:
-            raise RopeConfigError(
-                f"{where} has neither head_dim nor hidden_size and num_attention_heads"
-            ) from None
-    layer_types = cfg.get("layer_types")
     raw = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     if not isinstance(raw, dict):
         raise RopeConfigError(f"{where}: rope_parameters must be a JSON object, got {raw!r}")
-    rope_parameters = copy.deepcopy(raw)
+    try:  # the library's one reading of config.json (ropelab.rope.hf_config)
+        geo = geometry(cfg)
+        per_layer = hf_rope_parameters(cfg)
+    except RopeConfigError as err:
+        raise RopeConfigError(f"{where}: {err}") from None
     rope_theta = cfg.get("rope_theta")
-    if "rope_local_base_freq" in cfg and not is_per_layer(rope_parameters, layer_types):
-        rope_parameters = {
-            "full_attention": {"rope_type": "default", **rope_parameters},
-            "sliding_attention": {"rope_type": "default", "rope_theta": cfg["rope_local_base_freq"]},
-        }
-        rope_parameters["full_attention"].setdefault("rope_theta", rope_theta or 1000000.0)
     partial = cfg.get("partial_rotary_factor", cfg.get("rotary_pct"))
-    nested = is_per_layer(rope_parameters, layer_types)
-    if not nested:
+    if list(per_layer) == [ALL_LAYERS]:
+        rope_parameters = per_layer[ALL_LAYERS]
         rope_theta = rope_parameters.pop("rope_theta", None) or rope_theta
         partial = rope_parameters.pop("partial_rotary_factor", None) or partial
-    out = {
-        "head_dim": int(head_dim),
+    else:
+        rope_parameters = per_layer
+    types = layer_types(cfg)
+    return {
+        "head_dim": geo.head_dim,
         "rope_parameters": rope_parameters,
         "rope_theta": rope_theta or 10000.0,
         "partial_rotary_factor": partial,
-        "max_position_embeddings": cfg.get("max_position_embeddings"),
-        "layer_types": list(layer_types) if layer_types else None,
+        "max_position_embeddings": geo.max_position_embeddings,
+        "layer_types": types or None,
     }
-    if cfg.get("original_max_position_embeddings") and rope_parameters:
-        # Phi-3 keeps it outside rope_scaling; transformers gives it priority
-        for params in rope_parameters.values() if nested else (rope_parameters,):
-            if isinstance(params, dict) and params.get("rope_type", params.get("type")) in _KEEPS_ORIGINAL:
-                params["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
-    return out
 
 
 # ------------------------------------------------- --hf-config validation (kept apart from the reader)
