@@ -492,11 +492,22 @@ def _copy_of_built_cache(folder: Path) -> tuple[Path, list[Path]]:
 
 def test_damaged_cached_library_is_not_loaded(cpp, tmp_path):
     """A truncated .so (a Bus error on load) or a replaced one (its load-time code runs) is caught by
-    the hash recorded at build time: not loaded, rebuilt (here: a failing compiler, so the torch path),
-    and apply_rotary gives the right numbers. One process tries both caches (one torch import)."""
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        pytest.skip("no C compiler")
+    the hash recorded at build time: not loaded, rebuilt, and apply_rotary gives the right numbers.
+
+    To keep the test short the rebuild fails: the compiler on PATH answers version queries but refuses
+    to compile, so the torch path is taken. (ninja sees the copied build as up to date, so without the
+    check the damaged library itself would be loaded.) One process tries both caches."""
+    cc, cxx = os.environ.get("CC", "cc"), os.environ.get("CXX", "c++")
+    real = shutil.which(cxx)
+    if shutil.which(cc) is None or real is None or os.sep in cxx:
+        pytest.skip("no C compiler, or CXX is a path")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / cxx
+    wrapper.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do case "$a" in -c|-o|-shared) exit 1;; esac; done\nexec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
     marker = tmp_path / "load-time-code-ran"
     source = tmp_path / "planted.c"
     source.write_text(
@@ -508,7 +519,7 @@ def test_damaged_cached_library_is_not_loaded(cpp, tmp_path):
     planted = tmp_path / "planted.so"
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(planted), str(source)], check=True)
     caches = []
-    for damage in ("truncated", "replaced"):
+    for damage in ("replaced", "truncated"):
         cache, libraries = _copy_of_built_cache(tmp_path / damage)
         for library in libraries:
             if damage == "truncated":
@@ -523,13 +534,13 @@ def test_damaged_cached_library_is_not_loaded(cpp, tmp_path):
     script += textwrap.indent(_USE_KERNEL, "    ")
     done = subprocess.run(
         [sys.executable, "-c", script, *caches],
-        env=_kernel_env(tmp_path, CXX="false"),
+        env=_kernel_env(tmp_path, PATH=os.pathsep.join((str(bin_dir), os.environ.get("PATH", "")))),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert not marker.exists(), "code from an unverified library ran"
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.count("KERNEL False SAME True WARNINGS 1") == 2, done.stdout + done.stderr[-2000:]
     assert done.stdout.count("does not match the sha256") == 2, done.stdout
 

@@ -174,7 +174,9 @@ def read_summary(path: Path) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         summary = None
     if not isinstance(summary, dict) or not isinstance(summary.get("identity"), dict):
-        raise RopeConfigError(f"{path} is damaged (not a finished run's summary); delete it to start again")
+        raise RopeConfigError(
+            f"{path} is damaged (not a run summary); delete it and run again (a resume state is kept)"
+        )
     return summary
 
 
