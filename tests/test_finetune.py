@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from ropelab.cli import main
+from ropelab.errors import RopeConfigError
 from ropelab.finetune import FinetuneConfig, run_finetune
 from ropelab.finetune.targets import split_stream
 
@@ -146,8 +148,15 @@ def test_saved_model_carries_the_method(tiny_model_dir: Path, corpus_dir: Path, 
     from ropelab.hf.load import load_model
 
     cfg = _tiny_cfg(tiny_model_dir, corpus_dir, steps=2, eval_windows=0)
-    summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
+    old_umask = os.umask(0o022)
+    try:
+        summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
+    finally:
+        os.umask(old_umask)
     folder = Path(summary["model"])
+    # the user's umask decides the modes (safetensors alone writes 0600)
+    for path in [*folder.iterdir(), tmp_path / "run.json", tmp_path / "curve.jsonl"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     config = json.loads((folder / "config.json").read_text())
     assert config["rope_parameters"]["rope_type"] == "yarn"
     assert config["rope_parameters"]["factor"] == 2.0
@@ -240,3 +249,81 @@ def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
     )  # fmt: skip
     summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
     assert summary["finished"] and all(torch.isfinite(torch.tensor(e["loss"])) for e in summary["evals"])
+
+
+# --- hardening (issue 11) ---------------------------------------------------------------------------
+
+_LAB = dict(
+    length=256, model="lab", method="linear", steps=1, batch=2, lr=5e-4, warmup=1, eval_windows=1, threads=1
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("weight_decay", float("nan")),
+        ("weight_decay", -0.1),
+        ("weight_decay", float("inf")),
+        ("grad_clip", -1.0),
+        ("grad_clip", float("nan")),
+        ("lr", float("inf")),
+        ("factor", float("inf")),
+        ("min_lr_ratio", float("nan")),
+    ],
+)
+def test_config_refuses_values_that_poison_training(field: str, value: float) -> None:
+    with pytest.raises(RopeConfigError, match=field.replace("_", "-")):
+        FinetuneConfig(**{**_LAB, field: value})
+
+
+def test_weight_decay_nan_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "o"
+    status = main(
+        ["finetune", "--model", "lab", "--length", "256", "--weight-decay", "nan", "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and "--weight-decay" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_finished_run_with_other_settings_is_refused(tmp_path: Path) -> None:
+    first = run_finetune(FinetuneConfig(**_LAB), tmp_path, progress=False, log=lambda _: None)
+    assert first["finished"]
+    saved = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(RopeConfigError, match="other settings"):
+        run_finetune(FinetuneConfig(**{**_LAB, "lr": 1e-3}), tmp_path, progress=False, log=lambda _: None)
+    assert (tmp_path / "model.safetensors").read_bytes() == saved  # not overwritten
+
+
+@pytest.mark.parametrize("content", ["", '{"identity": {"length": 256, "mod'])
+def test_torn_run_json_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: str
+) -> None:
+    (tmp_path / "run.json").write_text(content)
+    status = main(["finetune", "--model", "lab", "--length", "256", "--steps", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and "run.json" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_lab_model_files_follow_the_umask(tmp_path: Path) -> None:
+    old_umask = os.umask(0o077)
+    try:
+        run_finetune(
+            FinetuneConfig(**{**_LAB, "steps": 2, "save_every": 1}),
+            tmp_path,
+            progress=False,
+            log=lambda _: None,
+            stop_after=1,
+        )
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()}
+        run_finetune(
+            FinetuneConfig(**{**_LAB, "steps": 2, "save_every": 1}),
+            tmp_path,
+            progress=False,
+            log=lambda _: None,
+        )
+        modes.update({p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()})
+    finally:
+        os.umask(old_umask)
+    assert {"state.pt", "model.safetensors", "run.json", "curve.jsonl"} <= modes.keys()
+    assert all(mode == 0o600 for mode in modes.values()), modes

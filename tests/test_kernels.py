@@ -12,9 +12,12 @@ import importlib.util
 import itertools
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -402,3 +405,152 @@ def test_dynamic_method_shares_table_below_trained_length_and_bypasses_decode_pa
         cached, fresh = rope.cos_sin(pos), rope.cos_sin(pos, cache=False)
         assert same(cached[0], fresh[0])
     assert len(rope._tables) == 2
+
+
+# --- the kernel cache: an interrupted build never hangs, nothing unverified is loaded (issue 11) ------
+
+_SRC = str(Path(build.__file__).parents[2])
+_USE_KERNEL = textwrap.dedent(
+    """
+    import warnings, torch
+    warnings.simplefilter("always")
+    from ropelab import rotate
+    from ropelab.kernels import cpu_kernel
+    from ropelab.rope.apply import AUTO_MIN_ELEMENTS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ops = cpu_kernel()
+    inv = 1.0 / (10000.0 ** (torch.arange(0, 64, 2, dtype=torch.float64) / 64))
+    a = torch.arange(64)[:, None].double() * inv
+    cos, sin = a.cos().float(), a.sin().float()
+    x = torch.randn(1, 2 * AUTO_MIN_ELEMENTS // (64 * 64), 64, 64, generator=torch.Generator().manual_seed(0))
+    same = torch.equal(rotate(x, cos, sin), rotate(x, cos, sin, backend="torch"))
+    print("KERNEL", ops is not None, "SAME", same, "WARNINGS", len(caught))
+    for w in caught:
+        print("W", str(w.message).replace("\\n", " | "))
+    """
+)
+
+
+def _kernel_env(cache: Path, **extra: str) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "ROPELAB_KERNELS_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env.pop("ROPELAB_KERNELS", None)
+    return {**env, **extra}
+
+
+def _use_kernel(cache: Path, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _USE_KERNEL],
+        env=_kernel_env(cache, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.skipif(not HAVE_CXX, reason="no C++ compiler")
+def test_interrupted_first_build_does_not_hang_later_processes(tmp_path):
+    """kill -9 during the first build leaves torch's build lock behind; the next process must neither
+    wait forever nor fail: it sees the owner is gone, and retries (here with a compiler that fails at
+    once, to keep the test short: it then takes the torch path with one warning)."""
+    cache = tmp_path / "kernels"
+    first = subprocess.Popen(
+        [sys.executable, "-c", "from ropelab.kernels import cpu_kernel; cpu_kernel()"],
+        env=_kernel_env(cache),
+        start_new_session=True,  # its compiler children die with it
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not list(cache.glob("*/lock")):
+            assert first.poll() is None and time.monotonic() < deadline, "the build never started"
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert list(cache.glob("*/lock")), "the killed build should leave its lock (the state under test)"
+    start = time.monotonic()
+    try:
+        done = _use_kernel(cache, timeout=60, CXX="false")
+    except subprocess.TimeoutExpired:
+        pytest.fail("a process reaching the kernel hangs on the lock of a killed build")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "KERNEL False SAME True WARNINGS 1" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "interrupted build" in done.stdout
+    assert time.monotonic() - start < 60
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700  # the cache is private to the user
+
+
+def _copy_of_built_cache(folder: Path) -> tuple[Path, list[Path]]:
+    """A copy of this session's kernel cache (built by the ``cpp`` fixture) and its libraries."""
+    cache = folder / "kernels"
+    shutil.copytree(build.build_dir(), cache, ignore=shutil.ignore_patterns("lock", "*.lock"))
+    libraries = sorted(cache.glob("*/*.so"))
+    assert libraries, f"no built library under {cache}"
+    return cache, libraries
+
+
+def test_damaged_cached_library_is_not_loaded(cpp, tmp_path):
+    """A truncated .so (a Bus error on load) or a replaced one (its load-time code runs) is caught by
+    the hash recorded at build time: not loaded, rebuilt, and apply_rotary gives the right numbers.
+
+    To keep the test short the rebuild fails: the compiler on PATH answers version queries but refuses
+    to compile, so the torch path is taken. (ninja sees the copied build as up to date, so without the
+    check the damaged library itself would be loaded.) One process tries both caches."""
+    cc, cxx = os.environ.get("CC", "cc"), os.environ.get("CXX", "c++")
+    real = shutil.which(cxx)
+    if shutil.which(cc) is None or real is None or os.sep in cxx:
+        pytest.skip("no C compiler, or CXX is a path")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / cxx
+    wrapper.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do case "$a" in -c|-o|-shared) exit 1;; esac; done\nexec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    marker = tmp_path / "load-time-code-ran"
+    source = tmp_path / "planted.c"
+    source.write_text(
+        "#include <stdio.h>\n"
+        "__attribute__((constructor)) static void planted(void) {\n"
+        f'  FILE *f = fopen("{marker}", "w"); if (f) fclose(f);\n'
+        "}\n"
+    )
+    planted = tmp_path / "planted.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(planted), str(source)], check=True)
+    caches = []
+    for damage in ("replaced", "truncated"):
+        cache, libraries = _copy_of_built_cache(tmp_path / damage)
+        for library in libraries:
+            if damage == "truncated":
+                data = library.read_bytes()
+                library.write_bytes(data[: len(data) // 2])
+            else:
+                shutil.copy(planted, library)
+        caches.append(str(cache))
+    script = "import os, sys\nfrom ropelab.kernels import build\nfor cache in sys.argv[1:]:\n"
+    script += "    os.environ['ROPELAB_KERNELS_DIR'] = cache\n"
+    script += "    build._state.update(tried=False, ops=None, error=None)\n"
+    script += textwrap.indent(_USE_KERNEL, "    ")
+    done = subprocess.run(
+        [sys.executable, "-c", script, *caches],
+        env=_kernel_env(tmp_path, PATH=os.pathsep.join((str(bin_dir), os.environ.get("PATH", "")))),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert not marker.exists(), "code from an unverified library ran"
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.count("KERNEL False SAME True WARNINGS 1") == 2, done.stdout + done.stderr[-2000:]
+    assert done.stdout.count("does not match the sha256") == 2, done.stdout
+
+
+def test_built_library_has_its_hash_recorded(cpp):
+    import hashlib
+
+    libraries = sorted(build.build_dir().glob("*/*.so"))
+    recorded = [lib for lib in libraries if lib.with_name(lib.name + ".sha256").exists()]
+    assert recorded, f"no .sha256 next to {libraries}"
+    for lib in recorded:
+        digest = lib.with_name(lib.name + ".sha256").read_text().split()[0]
+        assert digest == hashlib.sha256(lib.read_bytes()).hexdigest()

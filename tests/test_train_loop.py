@@ -175,3 +175,89 @@ def test_grad_accumulation_equals_one_big_batch() -> None:
     assert results[0][1] == pytest.approx(results[1][1], abs=1e-6)
     with pytest.raises(RopeConfigError, match="does not split"):
         run_loop(copy.deepcopy(base), Fixed(), loss_fn, opt, None, steps=1, grad_accum=3)
+
+
+# --- hardening (issue 11): what a resume state may hold, a loss or weights that turn non-finite -----
+
+
+class _Planted:
+    """Unpickling this calls ``open(marker, "w")``: code that runs on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_planted_state_does_not_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    state = tmp_path / "state.pt"
+    torch.save({"version": 1, "step": 2, "meta": {"run": "test"}, "x": _Planted(marker)}, state)
+    with pytest.raises(RopeConfigError, match="not a ropelab resume state"):
+        _run(4, state)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_damaged_state_is_a_one_line_error(tmp_path: Path, damage: str) -> None:
+    state = tmp_path / "state.pt"
+    _run(4, state, stop_after=2)
+    data = state.read_bytes()
+    state.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    with pytest.raises(RopeConfigError, match="damaged") as err:
+        _run(4, state)
+    assert "\n" not in str(err.value) and str(state) in str(err.value)
+
+
+def test_state_holds_only_what_weights_only_loading_accepts(tmp_path: Path) -> None:
+    state = tmp_path / "state.pt"
+    _run(6, state, stop_after=3)
+    loaded = torch.load(state, map_location="cpu", weights_only=True)  # raises on anything else
+    assert loaded["step"] == 3 and loaded["optimizer"]["state"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_negative_or_nan_grad_clip_is_refused() -> None:
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(RopeConfigError, match="grad_clip"):
+            run_loop(model, Noisy(1), _loss, opt, None, steps=1, grad_clip=bad)
+
+
+def _poisoned_run(tmp_path: Path, steps: int, poison_at: int):
+    """A run whose weight decay turns NaN in step ``poison_at`` (1-based): that step's update makes
+    every decayed weight NaN, while its loss (computed before the update) is still finite."""
+    set_determinism(0, threads=1)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt = adamw(model, lr=1e-2, weight_decay=0.1)
+    source = Noisy(1)
+
+    def loss_fn(m: nn.Module, batch) -> torch.Tensor:
+        if source.step == poison_at:
+            opt.param_groups[0]["weight_decay"] = float("nan")
+        return _loss(m, batch)
+
+    state = tmp_path / "state.pt"
+    run = lambda: run_loop(  # noqa: E731
+        model, source, loss_fn, opt, None, steps=steps, state_path=state, checkpoint_every=1, log_every=1
+    )
+    return run, state
+
+
+def test_weights_that_turn_non_finite_stop_the_run_and_keep_the_last_good_state(tmp_path: Path) -> None:
+    run, state = _poisoned_run(tmp_path, steps=6, poison_at=3)
+    with pytest.raises(RopeConfigError, match="not finite after step 3") as err:
+        run()
+    assert "\n" not in str(err.value)
+    kept = torch.load(state, weights_only=True)
+    assert kept["step"] == 2
+    assert all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+def test_non_finite_weights_after_the_last_step_are_not_returned_as_a_result(tmp_path: Path) -> None:
+    run, state = _poisoned_run(tmp_path, steps=3, poison_at=3)
+    with pytest.raises(RopeConfigError, match="not finite"):
+        run()
+    assert torch.load(state, weights_only=True)["step"] == 2

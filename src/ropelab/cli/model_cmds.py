@@ -231,6 +231,13 @@ def _plot_eval(records: list[dict[str, Any]], out: Path, trained: int, model: st
 
 
 def run_passkey(args: argparse.Namespace) -> int:
+    from ropelab.fsutil import folder_lock
+
+    with folder_lock(args.out):  # one process per folder: two would write every cell twice
+        return _run_passkey(args)
+
+
+def _run_passkey(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ropelab.evaluate.passkey import cell_prompts, run_cell

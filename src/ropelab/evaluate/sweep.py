@@ -25,6 +25,7 @@ import torch
 
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
+from ropelab.fsutil import folder_lock
 from ropelab.hf.extend import extend, make_extension
 from ropelab.report import append_jsonl, read_jsonl
 
@@ -150,12 +151,29 @@ def run_sweep(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated records of all methods."""
+    with folder_lock(out):  # one process per folder: two would write every row twice
+        return _run_sweep(model, docs, plan, specs, out, progress=progress)
+
+
+def _run_sweep(
+    model: Any,
+    docs: list[tuple[str, torch.Tensor]],
+    plan: EvalPlan,
+    specs: Sequence[MethodSpec],
+    out: Path,
+    *,
+    progress: bool,
+) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
     doc_file, result_file = out / "doc_results.jsonl", out / "results.jsonl"
     done = {(r["key"], r["doc"], r.get("tokens_sha256")): r for r in read_jsonl(doc_file)}
-    finished = {r["key"] for r in read_jsonl(result_file) if r.get("command") == "eval"}
+    # per row, not per method: a torn (dropped) last row is written again, the others are not
+    finished = {
+        (r["key"], r.get("metric"), r.get("length"))
+        for r in read_jsonl(result_file)
+        if r.get("command") == "eval"
+    }
     bar = tqdm(total=len(specs) * len(docs), desc="eval", unit="doc", disable=not progress)
     records: list[dict[str, Any]] = []
     need = plan.needed_tokens()
@@ -218,8 +236,8 @@ def run_sweep(
                     "time": time.time(),
                 }
             )
-        if key not in finished:
-            for record in method_records:
+        for record in method_records:
+            if (key, record["metric"], record["length"]) not in finished:
                 append_jsonl(result_file, record)
         records.extend(method_records)
     bar.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,10 +59,18 @@ class FinetuneConfig:
                 raise RopeConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.eval_windows < 0:
             raise RopeConfigError(f"--eval-windows must be >= 0, got {self.eval_windows}")
-        if not self.lr > 0:
-            raise RopeConfigError(f"--lr must be > 0, got {self.lr}")
-        if self.factor is not None and not self.factor >= 1:
-            raise RopeConfigError(f"--factor must be >= 1, got {self.factor}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise RopeConfigError(f"--lr must be a finite number > 0, got {self.lr}")
+        if self.factor is not None and not (math.isfinite(self.factor) and self.factor >= 1):
+            raise RopeConfigError(f"--factor must be a finite number >= 1, got {self.factor}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise RopeConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise RopeConfigError(
+                f"--grad-clip must be a finite number >= 0 (0: no clipping), got {self.grad_clip}"
+            )
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise RopeConfigError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.schedule not in SCHEDULES:
             raise RopeConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:

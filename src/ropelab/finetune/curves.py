@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ropelab.fsutil import atomic_write
 from ropelab.train.loop import LoopResult
 
 
@@ -17,12 +17,7 @@ def curve_rows(result: LoopResult) -> list[dict[str, Any]]:
 
 def write_curve(path: str | Path, result: LoopResult) -> Path:
     """Rewrite ``path`` with the whole curve so far (atomically: a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in curve_rows(result)))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in curve_rows(result)))
 
 
 def plot_curve(path: str | Path, result: LoopResult, cfg: Any, trained_length: int) -> Path:

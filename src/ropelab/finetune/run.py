@@ -13,6 +13,7 @@ processes, so K processes give the loss curve of one process with ``grad_accum =
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -22,9 +23,11 @@ from typing import Any
 
 import torch
 
+from ropelab.errors import RopeConfigError
 from ropelab.finetune.config import FinetuneConfig
 from ropelab.finetune.curves import plot_curve, write_curve
 from ropelab.finetune.targets import HFTarget, LabTarget, load_target
+from ropelab.fsutil import atomic_write, folder_lock
 from ropelab.train.distributed import (
     Dist,
     ShardedBatches,
@@ -155,9 +158,26 @@ def run_finetune(
     """
     d = setup(cfg.device, cfg.strategy)
     try:
-        return _run(cfg, Path(out), d, progress=progress, stop_after=stop_after, command=command, log=log)
+        # one job per folder (rank 0 holds the lock for the job; the other ranks are its own processes)
+        with folder_lock(out, command=command or None) if d.main else contextlib.nullcontext():
+            return _run(cfg, Path(out), d, progress=progress, stop_after=stop_after, command=command, log=log)
     finally:
         teardown(d)
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """``run.json`` of an earlier run in the folder, None if there is none; a damaged one is an error."""
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        summary = None
+    if not isinstance(summary, dict) or not isinstance(summary.get("identity"), dict):
+        raise RopeConfigError(
+            f"{path} is damaged (not a run summary); delete it and run again (a resume state is kept)"
+        )
+    return summary
 
 
 def _run(
@@ -172,12 +192,20 @@ def _run(
 ) -> dict[str, Any]:
     summary_path = out / "run.json"
     identity = cfg.identity(d.world)
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("identity") == identity and summary.get("finished"):
+    earlier = read_summary(summary_path)
+    if earlier is not None:
+        if earlier["identity"] != identity:
+            state = "finished" if earlier.get("finished") else "unfinished"
+            mine, theirs = identity, earlier["identity"]
+            changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+            raise RopeConfigError(
+                f"{out} holds another run ({state}, with other settings: {', '.join(changed)}); "
+                "delete it or use another --out"
+            )
+        if earlier.get("finished"):
             if d.main:
                 log(f"already finished: {summary_path} (delete {out} to run again)")
-            return summary
+            return earlier
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
@@ -234,6 +262,5 @@ def _run(
             summary["tokens_per_s_median"] = sorted(rates)[len(rates) // 2] if rates else None
             (out / "state.pt").unlink(missing_ok=True)
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
+        atomic_write(summary_path, json.dumps(summary, indent=1, sort_keys=True))
     return summary

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ropelab.errors import RopeConfigError
+from ropelab.fsutil import follow_umask
 
 #: ``ropelab finetune --method`` names for the lab model -> the lab's labels
 LAB_ALIASES = {"linear": "pi", "dynamic": "dynamic-ntk", "default": "none"}
@@ -258,6 +259,7 @@ class HFTarget(_Target):
         finally:
             model.config._attn_implementation = attn
         self.tokenizer.save_pretrained(out)
+        follow_umask(*out.iterdir())  # safetensors writes its weights 0600 whatever the umask
         return out
 
 

@@ -20,6 +20,7 @@ import torch
 
 from ropelab.encodings.base import PositionEncoding
 from ropelab.errors import RopeConfigError
+from ropelab.fsutil import atomic_write
 from ropelab.lab.model import ModelConfig, TinyDecoder
 
 #: where the committed lab models live (installed as package data)
@@ -63,17 +64,14 @@ def save_checkpoint(
     """Write ``model``'s parameters (in ``dtype``) and ``meta`` plus the model/encoding config."""
     st = _safetensors()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
         name: (t.detach().to(dtype) if t.is_floating_point() else t.detach()).contiguous()
         for name, t in model.state_dict().items()
     }
     full = {"model": model.config.to_dict(), "encoding": model.encoding.config(), **meta}
-    tmp = path.with_name(path.name + ".tmp")
-    st.save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(full, sort_keys=True)})
-    tmp.chmod(0o644)  # safetensors creates files readable by the owner only
-    tmp.replace(path)
-    return path
+    # serialised in memory and written by us: atomic, and the mode follows the user's umask
+    # (safetensors' save_file creates its files 0600)
+    return atomic_write(path, st.save(tensors, metadata={_META_KEY: json.dumps(full, sort_keys=True)}))
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

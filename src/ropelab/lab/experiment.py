@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError, did_you_mean
+from ropelab.fsutil import folder_lock
 from ropelab.lab.checkpoints import PACKAGE_CHECKPOINTS, load_checkpoint, read_meta
 from ropelab.lab.data import Corpus, corpus_info, eval_windows, load_corpus
 from ropelab.lab.evaluate import context_view, length_nll, summarize
@@ -277,9 +278,12 @@ class Lab:
     # -------------------------------------------------------------------- run
     def run(self, *, max_units: int | None = None, finetune_stop_after: int | None = None) -> LabOutcome:
         """Run every unit not already done (at most ``max_units`` of them in this call)."""
+        with folder_lock(self.out, command=self.command):  # one process per folder
+            return self._run(max_units=max_units, finetune_stop_after=finetune_stop_after)
+
+    def _run(self, *, max_units: int | None, finetune_stop_after: int | None) -> LabOutcome:
         start = time.perf_counter()
         torch.set_num_threads(self.config.threads)
-        self.out.mkdir(parents=True, exist_ok=True)
         self._records = self._done()
         self._finetune_stop_after = finetune_stop_after
         units = self.plan()

@@ -8,6 +8,7 @@ command that reproduces a checkpoint, and ``checkpoints/RECIPE.md`` is generated
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from ropelab.encodings.base import PositionEncoding
 from ropelab.errors import RopeConfigError, did_you_mean
+from ropelab.fsutil import folder_lock
 from ropelab.lab.checkpoints import build_encoding as build_named_encoding
 from ropelab.lab.checkpoints import read_meta, save_checkpoint
 from ropelab.lab.data import Corpus, RandomWindows, corpus_info, eval_windows, load_corpus
@@ -67,8 +69,16 @@ class TrainRecipe:
             raise RopeConfigError(f"length must be >= 2, got {self.length}")
         if not 0 < self.lr < 1:
             raise RopeConfigError(f"lr must be in (0, 1), got {self.lr}")
-        if self.warmup < 0 or self.seed < 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise RopeConfigError("warmup, seed and weight_decay must be >= 0 and min_lr_ratio in [0, 1]")
+        if self.warmup < 0 or self.seed < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise RopeConfigError("warmup and seed must be >= 0 and min_lr_ratio in [0, 1]")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise RopeConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise RopeConfigError(
+                f"grad_clip must be a finite number >= 0 (0: no clipping), got {self.grad_clip}"
+            )
+        if not (math.isfinite(self.rope_base) and self.rope_base > 1):
+            raise RopeConfigError(f"rope_base must be a finite number > 1, got {self.rope_base}")
         self.model_config()  # geometry checks
 
     @classmethod
@@ -153,6 +163,30 @@ def train_model(
     Returns a summary dict, or None if stopped early by ``stop_after`` (the state is saved).
     A finished checkpoint of the same recipe is not trained again.
     """
+    with folder_lock(out):  # one process per folder: two would race on the state and the checkpoint
+        return _train_model(
+            recipe,
+            out,
+            corpus=corpus,
+            progress=progress,
+            stop_after=stop_after,
+            checkpoint_every=checkpoint_every,
+            threads=threads,
+            eval_windows_count=eval_windows_count,
+        )
+
+
+def _train_model(
+    recipe: TrainRecipe,
+    out: str | Path,
+    *,
+    corpus: Corpus | None,
+    progress: Any,
+    stop_after: int | None,
+    checkpoint_every: int,
+    threads: int | None,
+    eval_windows_count: int,
+) -> dict[str, Any] | None:
     path = checkpoint_path(out, recipe)
     if is_trained(path, recipe):
         meta = read_meta(path)

@@ -14,7 +14,7 @@ FSDP model (:mod:`ropelab.train.distributed`): rank 0 writes the state, every ra
 from __future__ import annotations
 
 import math
-import os
+import pickle
 import random
 import sys
 import time
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ropelab.errors import RopeConfigError
+from ropelab.fsutil import atomic_open
 from ropelab.train.distributed import (
     Dist,
     autocast,
@@ -37,6 +38,7 @@ from ropelab.train.distributed import (
     model_state,
     no_sync,
     optimizer_state,
+    sum_over_ranks,
 )
 
 #: bump when the layout of the resume state changes
@@ -81,23 +83,55 @@ def set_determinism(seed: int, threads: int | None = 2) -> None:
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` with ``torch.save`` to a temporary file, then rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write ``state`` with ``torch.save`` atomically (temporary file, fsync, rename): never half a file.
+
+    A state holds only tensors and plain Python values (dicts, lists, tuples, numbers, strings), so
+    :func:`load_state` can read it with ``weights_only=True``.
+    """
+    with atomic_open(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_state(path: str | Path) -> dict[str, Any] | None:
-    """A state written by :func:`save_state`, or None if there is none."""
+    """A state written by :func:`save_state`, or None if there is none.
+
+    Read with ``torch.load(weights_only=True)``: a file that would run code on loading (a planted
+    pickle) is refused without running it; an empty or truncated one is a one-line error.
+    """
     path = Path(path)
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("version") != STATE_VERSION:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise RopeConfigError(
+                f"{path} is not a ropelab resume state (it holds Python objects, which loading would run); "
+                "not loaded: delete it to start again"
+            ) from None
+        raise RopeConfigError(f"{path} is damaged ({_first_line(err)}); delete it to start again") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise RopeConfigError(f"{path} is damaged ({_first_line(err)}); delete it to start again") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise RopeConfigError(f"{path} is a resume state of another version; delete it to start again")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def _all_finite(model: nn.Module, d: Dist) -> bool:
+    """True if every parameter of ``model`` is finite (on every rank: FSDP holds shards)."""
+    bad = torch.zeros((), dtype=torch.float32, device=d.device)
+    with torch.no_grad():
+        for p in model.parameters():
+            local = p.to_local() if hasattr(p, "to_local") else p  # an FSDP2 shard (DTensor)
+            if local.numel() and not bool(torch.isfinite(local).all()):
+                bad += 1
+                break
+    return float(sum_over_ranks(bad, d).item()) == 0.0
 
 
 def _progress(progress: Any, total: int, initial: int, desc: str) -> tuple[Any, bool]:
@@ -176,6 +210,8 @@ def run_loop(
         raise RopeConfigError(f"steps must be >= 0, got {steps}")
     if grad_accum < 1:
         raise RopeConfigError(f"grad_accum must be >= 1, got {grad_accum}")
+    if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip >= 0):
+        raise RopeConfigError(f"grad_clip must be a finite number >= 0 (0: no clipping), got {grad_clip}")
     d = dist or Dist()
     result = LoopResult(steps=steps, resumed_from=0)
     state = load_state(state_path) if state_path is not None else None
@@ -196,7 +232,22 @@ def run_loop(
         result.history = list(state["history"])
         result.evals = list(state["evals"])
 
+    last_saved: list[int | None] = [result.resumed_from if state is not None else None]
+
+    def stopped(problem: str) -> RopeConfigError:
+        if state_path is not None and last_saved[0] is not None:
+            kept = f"the last good state (step {last_saved[0]}) is kept in {state_path}"
+        else:
+            kept = "no state was saved"
+        return RopeConfigError(f"{problem}: training stopped; {kept}; lower the learning rate")
+
+    def ensure_finite(step: int) -> None:
+        """Never evaluate, save or return weights that an update made NaN or infinite."""
+        if not _all_finite(model, d):
+            raise stopped(f"the weights are not finite after step {step} (check weight_decay and grad_clip)")
+
     def checkpoint(step: int) -> None:
+        ensure_finite(step)
         if state_path is None:
             return
         full = {
@@ -215,6 +266,7 @@ def run_loop(
             save_state(state_path, full)
             if on_checkpoint is not None:
                 on_checkpoint(result)
+        last_saved[0] = step
         barrier(d)
 
     def evaluate(step: int) -> None:
@@ -255,7 +307,7 @@ def run_loop(
                 total += loss.detach().float()
             loss_value = float(mean_over_ranks(total, d).item())
             if not math.isfinite(loss_value):
-                raise RopeConfigError(f"loss is {loss_value} at step {step}: lower the learning rate")
+                raise stopped(f"loss is {loss_value} at step {step + 1}")
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             lr = optimizer.param_groups[0]["lr"]
@@ -276,6 +328,7 @@ def run_loop(
                 )
                 window_tokens, window_seconds = 0, 0.0
             if (eval_every and done % eval_every == 0) or done == steps:
+                ensure_finite(done)
                 evaluate(done)
             if bar is not None:
                 bar.update(1)
