@@ -39,6 +39,12 @@ transformers model. Items refer to issue 11.
 """
 
 
+#: Damaged files, busy folders and interrupted work (issue 11, items 1, 2, 4, 5, 7, 10, 12) need a second
+#: process, a killed build or a planted file: their tests live beside the code they guard, and this
+#: hand-written section (each row names its test) is appended to the generated table.
+FILES = Path(__file__).with_name("bad_inputs_files.md")
+
+
 def _cell(text: str) -> str:
     """Markdown-safe, with long runs of one character shown as ``<300 x>``."""
     text = re.sub(r"(.)\1{19,}", lambda m: f"<{len(m.group(0))} {m.group(1)}>", text)
@@ -105,7 +111,7 @@ def main() -> int:
                 rows.append(f"| {case.item} | {case_row_key(case)} | {code} | {_cell(err)} |")
         finally:
             os.chdir(cwd)
-    DOC.write_text(HEADER + "\n".join(rows) + "\n")
+    DOC.write_text(HEADER + "\n".join(rows) + "\n\n" + FILES.read_text())
     print(f"wrote {DOC} ({len(rows)} cases)")
     return 0
 

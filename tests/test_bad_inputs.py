@@ -157,3 +157,16 @@ def test_passkey_quiet_prints_nothing_on_stderr(tiny_model_dir: Path, tmp_path: 
         assert main([*argv, "--quiet", "--out", str(tmp_path / "pk")]) == 0
     assert capfd.readouterr().err == ""
     assert not [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+
+
+def test_doc_files_section_names_real_tests() -> None:
+    """The hand-written rows (damaged files, busy folders) name tests that exist, and the doc has them."""
+    import re
+
+    here = Path(__file__).parent
+    section = (here / "bad_inputs_files.md").read_text()
+    assert section in (here.parent / "docs" / "bad-inputs.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", section)
+    assert len(named) >= 10
+    for module, name in named:
+        assert f"def {name}(" in (here / module).read_text(), f"{module}::{name}"
