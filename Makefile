@@ -2,9 +2,9 @@
 #   make demo   create .venv, install, run the main job (`ropelab lab` on the committed lab models)
 #   make test   create .venv, install with dev extras, run ruff and the tests
 #   make bench  run every benchmark of the suite (benchmarks/*.py with SUITE = True), write benchmarks/RESULTS.md
-#   make stacks install llama-cpp-python (builds llama.cpp from source the first time: ~20 min on 2 cores;
+#   make stacks install llama-cpp-python (builds llama.cpp from source the first time: ~15 min on 2 cores;
 #               pip caches the wheel), run SmolLM2 in llama.cpp with ropelab's exported flags against
-#               ropelab.hf.extend, write docs/stacks.md (~15 min on 2 cores)
+#               ropelab.hf.extend, write docs/stacks.md (45 min here with other jobs on the 2 cores)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin

@@ -14,10 +14,11 @@ default corpus, longer than its trained 8192 tokens:
 
 Per method: mean NLL in both engines, mean and max |ΔNLL| per token and max |Δlogit| over every
 position. The noise floor is method ``none`` (both engines unmodified); a method matches when it stays
-within ``MARGIN`` times that floor, and two deliberately wrong flag sets show what a mismatch looks
-like. A second, short part establishes llama.cpp's YaRN attention-factor semantics (does
-``--yarn-attn-factor`` act, does the GGUF key ``<arch>.rope.scaling.attn_factor`` act, which factor does
-ggml apply by default) by comparing llama.cpp runs with transformers runs of known attention factors.
+within ``MARGIN`` times that floor; a deliberately wrong flag set (YaRN with the wrong
+``--yarn-orig-ctx``) shows what a mismatch looks like. A second, short part establishes llama.cpp's
+YaRN attention-factor semantics (does ``--yarn-attn-factor`` act, does the GGUF key
+``<arch>.rope.scaling.attn_factor`` act, which factor does ggml apply by default) by comparing
+llama.cpp runs with transformers runs of known attention factors.
 
     .venv/bin/python benchmarks/stacks_llamacpp.py [--tokens 10240] [--out docs/stacks.md]
 """
@@ -353,7 +354,8 @@ def render(ctx: dict[str, Any]) -> str:
         f"the run took {ctx['total'] / 60:.1f} min ({ctx['machine']}).",
         "",
         "`make stacks` installs `llama-cpp-python` (pinned in the Makefile) into `.venv`. It is an sdist:",
-        "the first install builds llama.cpp from source, about 20 min on this machine's 2 shared cores;",
+        "the first install builds llama.cpp from source: 14 min here (2 cores shared with other jobs,",
+        "2026-12-02: `pip wheel llama-cpp-python==0.3.36` from 05:57 to 06:11);",
         "pip caches the wheel it builds, so later runs install it in seconds.",
         "",
         "## What is compared",
@@ -539,11 +541,9 @@ def main() -> None:
         sys.exit("stacks: llama-cpp-python is not installed; run `make stacks`")
     for name, value in ROPE_SCALING_TYPES.items():  # the parser's table against the binding's enum
         assert getattr(llama_cpp, f"LLAMA_ROPE_SCALING_TYPE_{name.upper()}") == value, name
-    began = time.perf_counter()
+    began, host = time.perf_counter(), machine(args.threads)
     torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF de-quantisation bar
     start = time.perf_counter()
     model, tokenizer = load_model("smollm2")
     print(f"[stacks] transformers model loaded in {time.perf_counter() - start:.0f} s", flush=True)
@@ -562,7 +562,7 @@ def main() -> None:
         "doc": doc,
         "gguf": gguf.name,
         "llama_version": llama_cpp.__version__,
-        "machine": machine(args.threads),
+        "machine": host,
         "total": time.perf_counter() - began,
     }
     RESULTS.write_text(json.dumps(ctx, indent=1, default=float))
