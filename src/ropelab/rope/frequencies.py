@@ -86,6 +86,11 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
+def longrope_attention(scale: float, trained: int) -> float:
+    """LongRoPE's default attention factor sqrt(1 + ln(s) / ln(L0)) (1 for s <= 1); Ding et al. 2024."""
+    return 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(trained))
+
+
 def _yarn_ramp_inv_freq(cfg: RopeConfig, scale: float) -> torch.Tensor:
     """NTK-by-parts frequencies: a linear ramp in the pair index between beta_fast and beta_slow.
 
@@ -185,10 +190,8 @@ def longrope(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor,
     factor = cfg.scale
     if cfg.attention_factor is not None:
         attention = float(cfg.attention_factor)
-    elif factor <= 1.0:
-        attention = 1.0
     else:
-        attention = math.sqrt(1 + math.log(factor) / math.log(trained))
+        attention = longrope_attention(factor, trained)
     ext = cfg.long_factor if seq_len and seq_len > trained else cfg.short_factor
     ext_factors = torch.tensor(ext, dtype=torch.float32)
     shape = torch.arange(0, d, 2, dtype=torch.int64).float() / d

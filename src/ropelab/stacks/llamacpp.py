@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ropelab.rope.frequencies import longrope_attention, yarn_mscale
 from ropelab.stacks.config import ModelRope, StackEval, StackPlan
 
 STACK = "llama.cpp"
@@ -94,10 +95,6 @@ def ggml_rope_inv_freq(
     return torch.from_numpy(theta.astype(np.float64))
 
 
-def _mscale(scale: float, mscale: float = 1.0) -> float:
-    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
-
-
 def _is_phi3(model: ModelRope) -> bool:
     return model.model_type in ("phi3", "phimoe") or any(
         a.startswith(("Phi3", "PhiMoE")) for a in model.architectures
@@ -152,10 +149,10 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
         if log_mul:
             detail["rope.scaling.yarn_log_multiplier"] = log_mul
             mscale = log_mul if log_mul != 1.0 else 1.0
-            attention = _mscale(factor, mscale) / _mscale(factor, log_mul)
+            attention = yarn_mscale(factor, mscale) / yarn_mscale(factor, log_mul)
             rule = "one static table (DeepSeek-2: the YaRN magnitude goes to kq_scale)"
         else:
-            attention = _mscale(factor)
+            attention = yarn_mscale(factor)
         if model.rope_parameters.get("attention_factor") is not None:
             detail["rope.scaling.yarn_attn_factor"] = model.rope_parameters["attention_factor"]
             why.append(
@@ -229,7 +226,7 @@ def _longrope(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
     n_ctx = model.max_position_embeddings
     assert original is not None and n_ctx is not None
     scale = n_ctx / original
-    attn = math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1.0 else 1.0
+    attn = longrope_attention(scale, original)
     use_long = n_ctx > original
     factors = model.param("long_factor") if use_long else model.param("short_factor")
     table = ggml_rope_inv_freq(base, d, freq_factors=factors)

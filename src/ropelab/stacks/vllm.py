@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ropelab.rope.frequencies import longrope_attention, yarn_mscale  # vLLM's yarn_get_mscale (00d678e1)
 from ropelab.stacks.config import ModelRope, StackEval, StackPlan, base_inv_freq64
 
 STACK = "vLLM"
@@ -40,11 +41,6 @@ SOURCE = "vLLM main, rotary_embedding/ read at get_rope 926c71f6 (see module doc
 
 #: rope types vLLM's get_rope dispatches (926c71f6), besides multimodal / model-specific ones
 KNOWN = ("default", "linear", "dynamic", "ntk", "yarn", "deepseek_yarn", "llama3", "longrope")
-
-
-def _mscale(scale: float, mscale: float = 1.0) -> float:
-    # vLLM deepseek_scaling_rope.yarn_get_mscale (00d678e1)
-    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
 def _yarn_inv_freq(model: ModelRope, scale: float, original: int, truncate: bool) -> torch.Tensor:
@@ -141,7 +137,7 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
             truncate = bool(model.param("truncate", True))
             table = _yarn_inv_freq(model, factor, original, truncate)
             apply = bool(model.param("apply_yarn_scaling", True))
-            attention = (_mscale(factor) if apply else 1.0) * attn
+            attention = (yarn_mscale(factor) if apply else 1.0) * attn
             for key in ("attention_factor", "mscale", "mscale_all_dim"):
                 if model.rope_parameters.get(key) is not None:
                     why.append(f"get_rope does not pass {key!r} to YaRN (cos/sin get 0.1 ln s + 1)")
@@ -149,7 +145,7 @@ def plan(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
             table = _yarn_inv_freq(model, factor, original, truncate=True)
             mscale = float(model.param("mscale", 1.0))
             mscale_all_dim = float(model.param("mscale_all_dim", 0.0))
-            attention = _mscale(factor, mscale) / _mscale(factor, mscale_all_dim) * attn
+            attention = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim) * attn
             rule = "one static table (deepseek_yarn, always floor/ceil)"
             if model.rope_parameters.get("mscale") and not model.rope_parameters.get("mscale_all_dim"):
                 why.append(
@@ -186,7 +182,7 @@ def _longrope(model: ModelRope, lengths: Sequence[int]) -> StackPlan:
     served = max_model_len(model) or max_pos
     use_long = served > original
     scale = max_pos / original
-    default = 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(original))
+    default = longrope_attention(scale, original)
     short_m = float(model.param("short_mscale", default))
     long_m = float(model.param("long_mscale", default))
     factors = model.param("long_factor") if use_long else model.param("short_factor")
