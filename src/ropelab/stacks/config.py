@@ -26,6 +26,7 @@ import torch
 
 from ropelab.errors import RopeConfigError
 from ropelab.rope.core import FULL_ATTENTION
+from ropelab.rope.frequencies import base_inv_freq
 from ropelab.rope.hf_config import geometry, hf_rope_parameters
 
 
@@ -153,4 +154,4 @@ def read_config(config: Mapping[str, Any], *, name: str = "config") -> ModelRope
 
 def base_inv_freq64(base: float, dim: int) -> torch.Tensor:
     """theta_i = base^(-2i/dim) in float32 arithmetic (as every Python stack), returned as float64."""
-    return (1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))).double()
+    return base_inv_freq(base, dim).double()
