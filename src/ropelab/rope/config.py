@@ -256,11 +256,10 @@ class RopeConfig:
                 ) from None
             if self.method == "proportional":  # its pairs past partial * head_dim / 2 have frequency 0
                 inv_freq = inv_freq[: int(self.partial_rotary_factor * self.head_dim // 2)]
-            rotating = inv_freq
-            if not bool(((rotating > 0) & rotating.isfinite()).all()):
+            if not bool(((inv_freq > 0) & inv_freq.isfinite()).all()):
                 raise RopeConfigError(
                     f"{what} gives inverse frequencies that are not finite and > 0 in float32 "
-                    f"(smallest {float(rotating.min()):.3g}); use a smaller base or factor"
+                    f"(smallest {float(inv_freq.min()):.3g}); use a smaller base or factor"
                 )
             if not (math.isfinite(scaling) and scaling > 0):
                 raise RopeConfigError(
