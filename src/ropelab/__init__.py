@@ -2,7 +2,9 @@
 
 Public surface (see README):
 
-    ropelab.METHODS                    # name -> Method (function, one-line doc, paper)
+    ropelab.REGISTRY                   # the one vocabulary: every method and encoding, kind, params, paper
+    ropelab.parse_method("pi(factor=4)+log-n")   # -> MethodSpec("linear", {"factor": 4.0}, log_n=True)
+    ropelab.METHODS                    # the RoPE frequency functions behind REGISTRY's frequency methods
     ropelab.Rope(...)                  # a configured RoPE method
     ropelab.Rope.from_hf(...)          # from transformers rope_parameters / rope_scaling
     ropelab.apply_rotary(q, k, cos, sin, layout="half")
@@ -14,6 +16,7 @@ Public surface (see README):
 from ropelab.attention import alibi_slopes
 from ropelab.encodings import ENCODINGS, make_encoding
 from ropelab.errors import RopeConfigError
+from ropelab.registry import REGISTRY, MethodSpec, parse_method, parse_methods
 from ropelab.rope import METHODS, Method, Rope, RopeConfig, apply_rotary, apply_rotary_, rotate
 
 __version__ = "0.1.0"
@@ -21,7 +24,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ENCODINGS",
     "METHODS",
+    "REGISTRY",
     "Method",
+    "MethodSpec",
     "Rope",
     "RopeConfig",
     "RopeConfigError",
@@ -30,5 +35,7 @@ __all__ = [
     "apply_rotary",
     "apply_rotary_",
     "make_encoding",
+    "parse_method",
+    "parse_methods",
     "rotate",
 ]

@@ -22,10 +22,13 @@ from ropelab.attention.methods import (
     self_extend_attention,
     split_rotary_attention,
 )
+from ropelab.attention.registry import ATTENTION_METHODS, AttentionMethod
 from ropelab.attention.sdpa import causal_sdpa, repeat_kv
 from ropelab.attention.tables import log_n_scale, rope_tables
 
 __all__ = [
+    "ATTENTION_METHODS",
+    "AttentionMethod",
     "BlockScores",
     "alibi_attention",
     "alibi_bias",

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from ropelab.cli.flags import add_out
 from ropelab.errors import RopeConfigError
 from ropelab.rope.core import ALL_LAYERS, Rope, extended_layer_types, is_per_layer, ropes_from_hf
 from ropelab.rope.frequencies import get_method
@@ -38,17 +39,6 @@ _PARAM_FLAGS: dict[str, str] = {
 #: original_max_position_embeddings (Phi-3) overrides
 #: parameters that describe the model rather than the method: every method takes them
 _MODEL_PARAMS = {"base", "head_dim", "partial_rotary_factor", "original_max_position_embeddings"}
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (0 never silently means "the default")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def float_list(text: str) -> list[float]:
@@ -388,9 +378,5 @@ def _per_layer_ropes(
 
 
 def add_out_arg(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(default),
-        help=f"folder for results.jsonl and plots (default {default})",
-    )
+    """``--out DIR`` (:func:`ropelab.cli.flags.add_out`)."""
+    add_out(parser, default)

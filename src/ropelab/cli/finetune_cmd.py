@@ -7,8 +7,8 @@ import os
 import shlex
 import sys
 
-from ropelab.cli.common import add_out_arg, positive_int
-from ropelab.cli.model_cmds import length_list
+from ropelab.cli.common import add_out_arg
+from ropelab.cli.flags import length_list, positive_int
 
 
 def one_length(text: str) -> int:

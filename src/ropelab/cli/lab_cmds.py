@@ -10,7 +10,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from ropelab.cli.common import positive_int
+from ropelab.cli.flags import positive_int
 from ropelab.errors import RopeConfigError
 
 _TRAIN_HELP = {

@@ -11,28 +11,10 @@ from typing import Any
 
 import torch
 
-from ropelab.cli.common import add_out_arg, positive_int
+from ropelab.cli.common import add_out_arg
+from ropelab.cli.flags import length_list, positive_int
 from ropelab.errors import RopeConfigError
 from ropelab.report import append_jsonl, format_table, read_jsonl
-
-
-def length_list(text: str) -> list[int]:
-    """``2k,4k,8192`` -> [2048, 4096, 8192]."""
-    out = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        try:
-            value = int(float(part[:-1]) * 1024) if part.endswith("k") else int(part)
-        except (ValueError, OverflowError):  # "abc", "nan", "infk"
-            raise argparse.ArgumentTypeError(f"expected lengths like 2k,4096, got {text!r}") from None
-        if value < 2:
-            raise argparse.ArgumentTypeError(f"lengths must be >= 2, got {value}")
-        out.append(value)
-    if not out:
-        raise argparse.ArgumentTypeError("no length given")
-    return sorted(set(out))
 
 
 def float_list(text: str) -> list[float]:

@@ -6,7 +6,8 @@ import argparse
 import json
 import time
 
-from ropelab.cli.common import add_method_args, add_out_arg, named_ropes_from_args, positive_int
+from ropelab.cli.common import add_method_args, add_out_arg, named_ropes_from_args
+from ropelab.cli.flags import positive_int
 from ropelab.errors import RopeConfigError
 from ropelab.export import FORMATS, check_exportable, export, export_layers, hf_notes
 from ropelab.report import append_jsonl, format_table

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ropelab.attention.methods import rerope_attention, self_extend_attention
+from ropelab.attention.registry import ATTENTION_METHODS as ATTENTION
 from ropelab.attention.sdpa import check_qkv
 from ropelab.attention.tables import query_scale, rope_tables, shared_seq_len
 from ropelab.encodings.base import PositionEncoding, causal_sdpa
@@ -31,9 +32,7 @@ __all__ = ["ATTENTION_METHODS", "ENCODING_OPTIONS", "RotaryEncoding"]
 #: attention variant -> the options it needs (all of them required).
 ATTENTION_METHODS: dict[str, tuple[str, ...]] = {
     "rope": (),
-    "rerope": ("window",),
-    "leaky-rerope": ("window", "leak"),
-    "self-extend": ("group", "window"),
+    **{name: method.params for name, method in ATTENTION.items()},
 }
 _VARIANT_OPTIONS = ("window", "leak", "group")
 #: keyword arguments of :class:`RotaryEncoding` that are not :class:`RopeConfig` fields.
