@@ -523,8 +523,7 @@ GEMMA3_LEGACY = {
 
 @pytest.mark.parametrize("config", [GEMMA3, GEMMA3_LEGACY], ids=["v5", "legacy"])
 def test_parse_hf_config_reads_per_layer_rope(config: dict) -> None:
-    from ropelab.cli.common import parse_hf_config
-    from ropelab.rope import ropes_from_hf
+    from ropelab.rope import parse_hf_config, ropes_from_hf
 
     parsed = parse_hf_config(config)
     ropes = ropes_from_hf(
@@ -541,7 +540,7 @@ def test_parse_hf_config_reads_per_layer_rope(config: dict) -> None:
 
 
 def test_parse_hf_config_deepseek_rotary_dim_and_phi3_original() -> None:
-    from ropelab.cli.common import parse_hf_config
+    from ropelab.rope import parse_hf_config
 
     deepseek = {
         "hidden_size": 7168,

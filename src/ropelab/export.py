@@ -50,7 +50,7 @@ def check_exportable(method: str) -> None:
             f"`ropelab eval --method {name}`"
         )
     if plus and suffix == "log-n":
-        raise _log_n_refusal("no serving config", name)
+        raise _log_n_refusal("a serving config", name)
 
 
 def to_hf(rope: Rope) -> dict[str, Any]:

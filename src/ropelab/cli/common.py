@@ -12,9 +12,15 @@ from typing import Any
 
 from ropelab.cli.flags import add_out
 from ropelab.errors import RopeConfigError
-from ropelab.rope.core import ALL_LAYERS, Rope, extended_layer_types, is_per_layer, ropes_from_hf
-from ropelab.rope.frequencies import get_method
-from ropelab.rope.hf_config import geometry, hf_rope_parameters, layer_types
+from ropelab.registry import REGISTRY, MethodSpec, parse_methods
+from ropelab.rope import (
+    Rope,
+    extended_layer_types,
+    get_method,
+    is_per_layer,
+    parse_hf_config,
+    ropes_from_hf,
+)
 
 #: flag dest -> RopeConfig field, for the method parameters a user can set on the command line.
 _PARAM_FLAGS: dict[str, str] = {
@@ -133,48 +139,6 @@ def hf_config_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
     return None
 
 
-def parse_hf_config(cfg: Any, *, where: str = "config") -> dict[str, Any]:
-    """Geometry and RoPE parameters of a transformers config dict (pure: no file access).
-
-    Returns ``head_dim``, ``rope_parameters`` (flat, or nested by layer type as transformers v5 writes
-    it), ``rope_theta`` and ``partial_rotary_factor`` (config-level defaults), ``max_position_embeddings``
-    and ``layer_types``. Follows transformers 5.24: a multimodal config's ``text_config``; ``rope_scaling``
-    as the legacy name of ``rope_parameters``; ``head_dim`` else ``hidden_size / num_attention_heads``, but
-    DeepSeek's rotary dim ``qk_rope_head_dim``; Phi-3's ``original_max_position_embeddings`` outside the
-    dict wins; Gemma 3's legacy ``rope_local_base_freq`` makes a nested dict (scaling on
-    ``full_attention``, plain RoPE with that base on ``sliding_attention``, as ``Gemma3TextConfig`` does).
-    """
-    if not isinstance(cfg, dict):
-        raise RopeConfigError(f"{where} must hold a JSON object")
-    cfg = cfg.get("text_config", cfg) if "rope_theta" not in cfg and "rope_parameters" not in cfg else cfg
-    check_hf_config_values(cfg, where)
-    raw = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if not isinstance(raw, dict):
-        raise RopeConfigError(f"{where}: rope_parameters must be a JSON object, got {raw!r}")
-    try:  # the library's one reading of config.json (ropelab.rope.hf_config)
-        geo = geometry(cfg)
-        per_layer = hf_rope_parameters(cfg)
-    except RopeConfigError as err:
-        raise RopeConfigError(f"{where}: {err}") from None
-    rope_theta = cfg.get("rope_theta")
-    partial = cfg.get("partial_rotary_factor", cfg.get("rotary_pct"))
-    if list(per_layer) == [ALL_LAYERS]:
-        rope_parameters = per_layer[ALL_LAYERS]
-        rope_theta = rope_parameters.pop("rope_theta", None) or rope_theta
-        partial = rope_parameters.pop("partial_rotary_factor", None) or partial
-    else:
-        rope_parameters = per_layer
-    types = layer_types(cfg)
-    return {
-        "head_dim": geo.head_dim,
-        "rope_parameters": rope_parameters,
-        "rope_theta": rope_theta or 10000.0,
-        "partial_rotary_factor": partial,
-        "max_position_embeddings": geo.max_position_embeddings,
-        "layer_types": types or None,
-    }
-
-
 # ------------------------------------------------- --hf-config validation (kept apart from the reader)
 def check_hf_config_file(path: Path) -> None:
     """Refuse a --hf-config that is a folder or not UTF-8 text, in one line."""
@@ -190,32 +154,6 @@ def check_hf_config_file(path: Path) -> None:
         ) from None
     except OSError as err:
         raise RopeConfigError(f"--hf-config: cannot read {path}: {err.strerror}") from None
-
-
-def check_hf_config_values(cfg: dict[str, Any], where: str) -> None:
-    """The geometry and RoPE entries a config is read for have the JSON types transformers expects."""
-
-    def bad(key: str, want: str) -> RopeConfigError:
-        return RopeConfigError(f"{where}: {key} must be {want}, got {cfg[key]!r}")
-
-    for key in (
-        "head_dim",
-        "qk_rope_head_dim",
-        "hidden_size",
-        "num_attention_heads",
-        "max_position_embeddings",
-    ):
-        value = cfg.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise bad(key, "a positive integer")
-    for key in ("rope_theta", "partial_rotary_factor", "rotary_pct"):
-        value = cfg.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise bad(key, "a number")
-    for key in ("rope_parameters", "rope_scaling"):
-        value = cfg.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise bad(key, "a JSON object of RoPE parameters")
 
 
 def check_out_dir(path: Path, flag: str = "--out") -> None:
@@ -261,11 +199,28 @@ def check_out_dir(path: Path, flag: str = "--out") -> None:
         raise RopeConfigError(f"{flag} {shown}: {anchor} is not writable")
 
 
+def method_specs_from_args(args: argparse.Namespace) -> list[MethodSpec]:
+    """``--method`` through the one grammar (:func:`ropelab.parse_methods`; aliases such as ``pi``
+    accepted): the frequency methods a RoPE table can hold. ``--log-n`` is read with the other flags."""
+    text = (getattr(args, "method", None) or "").strip()
+    if not text:
+        return []
+    specs = parse_methods(text)
+    for spec in specs:
+        if spec.kind != "frequency":
+            what = "an attention-level method" if spec.kind == "attention" else "a lab encoding"
+            raise RopeConfigError(
+                f"{spec.method!r} is {what}, not a RoPE frequency method: this command works on the cos/sin "
+                f"table (use it with `ropelab eval --method {spec.method}` or ropelab.hf.extend)"
+            )
+        if spec.multiplier != 1.0:
+            raise RopeConfigError(f"{spec.label!r}: '*A' is the lab's factor policy; give --factor instead")
+    return specs
+
+
 def method_names(args: argparse.Namespace) -> list[str]:
-    names = [m.strip() for m in (args.method or "").split(",") if m.strip()]
-    for name in names:
-        get_method("default" if name == "none" else name)
-    return ["default" if n == "none" else n for n in names]
+    """The RoPE functions' names (:data:`ropelab.METHODS` keys) of ``--method``, aliases resolved."""
+    return [str(REGISTRY[spec.method].impl) for spec in method_specs_from_args(args)]
 
 
 def ropes_from_args(args: argparse.Namespace) -> list[Rope]:
@@ -293,7 +248,7 @@ def named_ropes_from_args(args: argparse.Namespace) -> list[tuple[str | None, Ro
         given["truncate"] = False
     if getattr(args, "log_n", False):
         given["log_n"] = True
-    names = method_names(args)
+    names = method_specs_from_args(args)
     hf = hf_config_from_args(args)
     if hf is not None and is_per_layer(hf["rope_parameters"], hf["layer_types"]):
         return _per_layer_ropes(hf, names, given)
@@ -332,19 +287,24 @@ def named_ropes_from_args(args: argparse.Namespace) -> list[tuple[str | None, Ro
     return [(None, rope) for rope in _method_ropes(names, base)]
 
 
-def _method_ropes(names: list[str], base: dict[str, Any]) -> list[Rope]:
+def _method_ropes(specs: list[MethodSpec], base: dict[str, Any]) -> list[Rope]:
+    """One :class:`Rope` per spec: the flags' parameters, then the spec's own (``yarn(factor=4)``)."""
     ropes = []
-    for name in names:
+    for spec in specs:
+        name = str(REGISTRY[spec.method].impl)
         params = dict(base)
-        if len(names) > 1:
+        if len(specs) > 1:
             accepted = get_method(name).params | _MODEL_PARAMS | {"log_n"}
             params = {k: v for k, v in params.items() if k in accepted}
+        params.update(spec.params)
+        if spec.log_n:
+            params["log_n"] = True
         ropes.append(Rope(name, **params))
     return ropes
 
 
 def _per_layer_ropes(
-    hf: dict[str, Any], names: list[str], given: dict[str, Any]
+    hf: dict[str, Any], names: list[MethodSpec], given: dict[str, Any]
 ) -> list[tuple[str | None, Rope]]:
     stated = given.pop("max_position_embeddings", hf["max_position_embeddings"])
     layers = ropes_from_hf(

@@ -11,6 +11,7 @@ from ropelab.rope.core import (
     ropes_from_hf,
 )
 from ropelab.rope.frequencies import METHODS, Method, base_inv_freq, get_method
+from ropelab.rope.hf_config import check_hf_config_values, parse_hf_config
 
 __all__ = [
     "ALL_LAYERS",
@@ -22,9 +23,11 @@ __all__ = [
     "apply_rotary",
     "apply_rotary_",
     "base_inv_freq",
+    "check_hf_config_values",
     "extended_layer_types",
     "get_method",
     "is_per_layer",
+    "parse_hf_config",
     "ropes_from_hf",
     "rotate",
 ]

@@ -138,3 +138,72 @@ def ropes(config: Mapping[str, Any]) -> dict[str, Rope]:
         layer_type: Rope.from_hf(params, head_dim=geo.head_dim, max_position_embeddings=max_pos)
         for layer_type, params in hf_rope_parameters(config).items()
     }
+
+
+# ----------------------------------------------- the parsed summary commands and presets read
+def parse_hf_config(cfg: Any, *, where: str = "config") -> dict[str, Any]:
+    """Geometry and RoPE parameters of a transformers config dict (pure: no file access).
+
+    Returns ``head_dim``, ``rope_parameters`` (flat, or nested by layer type as transformers v5 writes
+    it), ``rope_theta`` and ``partial_rotary_factor`` (config-level defaults), ``max_position_embeddings``
+    and ``layer_types``. Follows transformers 5.24: a multimodal config's ``text_config``; ``rope_scaling``
+    as the legacy name of ``rope_parameters``; ``head_dim`` else ``hidden_size / num_attention_heads``, but
+    DeepSeek's rotary dim ``qk_rope_head_dim``; Phi-3's ``original_max_position_embeddings`` outside the
+    dict wins; Gemma 3's legacy ``rope_local_base_freq`` makes a nested dict (scaling on
+    ``full_attention``, plain RoPE with that base on ``sliding_attention``, as ``Gemma3TextConfig`` does).
+    """
+    if not isinstance(cfg, dict):
+        raise RopeConfigError(f"{where} must hold a JSON object")
+    cfg = cfg.get("text_config", cfg) if "rope_theta" not in cfg and "rope_parameters" not in cfg else cfg
+    check_hf_config_values(cfg, where)
+    raw = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if not isinstance(raw, dict):
+        raise RopeConfigError(f"{where}: rope_parameters must be a JSON object, got {raw!r}")
+    try:  # the library's one reading of config.json (ropelab.rope.hf_config)
+        geo = geometry(cfg)
+        per_layer = hf_rope_parameters(cfg)
+    except RopeConfigError as err:
+        raise RopeConfigError(f"{where}: {err}") from None
+    rope_theta = cfg.get("rope_theta")
+    partial = cfg.get("partial_rotary_factor", cfg.get("rotary_pct"))
+    if list(per_layer) == [ALL_LAYERS]:
+        rope_parameters = per_layer[ALL_LAYERS]
+        rope_theta = rope_parameters.pop("rope_theta", None) or rope_theta
+        partial = rope_parameters.pop("partial_rotary_factor", None) or partial
+    else:
+        rope_parameters = per_layer
+    types = layer_types(cfg)
+    return {
+        "head_dim": geo.head_dim,
+        "rope_parameters": rope_parameters,
+        "rope_theta": rope_theta or 10000.0,
+        "partial_rotary_factor": partial,
+        "max_position_embeddings": geo.max_position_embeddings,
+        "layer_types": types or None,
+    }
+
+
+def check_hf_config_values(cfg: dict[str, Any], where: str) -> None:
+    """The geometry and RoPE entries a config is read for have the JSON types transformers expects."""
+
+    def bad(key: str, want: str) -> RopeConfigError:
+        return RopeConfigError(f"{where}: {key} must be {want}, got {cfg[key]!r}")
+
+    for key in (
+        "head_dim",
+        "qk_rope_head_dim",
+        "hidden_size",
+        "num_attention_heads",
+        "max_position_embeddings",
+    ):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise bad(key, "a positive integer")
+    for key in ("rope_theta", "partial_rotary_factor", "rotary_pct"):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise bad(key, "a number")
+    for key in ("rope_parameters", "rope_scaling"):
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise bad(key, "a JSON object of RoPE parameters")
