@@ -12,7 +12,7 @@ from typing import Any
 from ropelab.lab.data import SPLIT_MODULUS
 from ropelab.lab.methods import METHODS, parse_label
 from ropelab.report import format_table
-from ropelab.report.plots import pyplot
+from ropelab.report.plots import legend_outside, pyplot, series_styles
 
 Records = Sequence[Mapping[str, Any]]
 #: a loss "holds" while it stays within this many nats of its reference (about 5% in perplexity)
@@ -262,10 +262,22 @@ def holds_to(
 
 # ------------------------------------------------------------------- plots
 def _style(label: str) -> dict[str, Any]:
+    """The line style of a lab method label ``NAME[*A][+log-n]``.
+
+    The method name picks colour and marker (:func:`ropelab.report.plots.series_styles` over the
+    lab's METHODS, in registry order, so any number of methods works and a method keeps its colour
+    in every plot); the variant picks the line: plain solid, ``+log-n`` dashed with a hollow marker,
+    ``*A`` dotted with A as the marker, ``*A+log-n`` dash-dot with A as the marker.
+    """
     name, log_n, alpha = parse_label(label)
-    colours = dict(zip(METHODS, [f"C{i}" for i in range(10)], strict=True))
-    marker = "x" if log_n else ("." if alpha == 1 else f"${alpha:g}$")
-    return {"color": colours[name], "ls": "--" if log_n else ("-" if alpha == 1 else ":"), "marker": marker}
+    base = series_styles(list(METHODS))[name]
+    style = {"color": base["color"], "linestyle": "--" if log_n else "-", "marker": base["marker"]}
+    if log_n:
+        style["markerfacecolor"] = "none"
+    if alpha != 1:  # a number as marker has no hollow face: the line style tells +log-n apart
+        style.pop("markerfacecolor", None)
+        style.update(linestyle="-." if log_n else ":", marker=f"${alpha:g}$")
+    return style
 
 
 def plot_lengths(
@@ -280,7 +292,7 @@ def plot_lengths(
     plt = pyplot()
     T, lengths = _trained(records), _lengths(records)
     idx, ctx = _index(records, "length"), _index(records, "context")
-    series = [(m, "none", {"marker": "o"}) for m in models or []]
+    series = [(m, "none", style) for m, style in series_styles(models or []).items()]
     series += [("rope", label, _style(label)) for label in labels or []]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for model, method, style in series:
@@ -306,7 +318,7 @@ def plot_lengths(
         ax.set_xscale("log", base=2)
         ax.grid(True, which="both", alpha=0.3)
     _clip(axes, records)
-    axes[-1].legend(fontsize=7, ncol=2 if labels else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(fig, axes[-1], fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -336,9 +348,8 @@ def plot_finetune(records: Records, path: Path, *, reference: Mapping[str, float
         ax.plot(
             [p[0] for p in pts],
             [p[1] for p in pts],
-            marker="o",
             label=method,
-            **{k: v for k, v in _style(method).items() if k == "color"},
+            **_style(method),
         )
     for i, (name, value) in enumerate((reference or {}).items()):
         ax.axhline(value, color=f"C{i + 5}", lw=0.9, ls=":", label=name)
@@ -349,7 +360,7 @@ def plot_finetune(records: Records, path: Path, *, reference: Mapping[str, float
         title=f"fine-tuning at length {length}: loss at {length}",
     )
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(fig, ax)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
