@@ -26,7 +26,13 @@ def test_methods_table(capsys) -> None:
     code, out, _ = run(capsys, "methods")
     assert code == 0
     for name in (
-        "default",
+        "none",
+        "default",  # listed as the alias of none
+        "pi",
+        "rerope",
+        "leaky-rerope",
+        "self-extend",
+        "alibi",
         "linear",
         "ntk",
         "ntk-mixed",

@@ -11,7 +11,6 @@ from ropelab.cli.flags import positive_int
 from ropelab.errors import RopeConfigError
 from ropelab.export import FORMATS, check_exportable, export, export_layers, hf_notes
 from ropelab.report import append_jsonl, format_table
-from ropelab.rope.frequencies import METHODS
 from ropelab.rope.inspect import pair_views, summarize
 
 
@@ -56,12 +55,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    rows = [
-        {"method": m.name, "transformers": m.hf_name or "-", "what it does": m.doc, "paper": m.paper}
-        for m in METHODS.values()
-    ]
-    print(format_table(rows))
-    print("\nlog-n (--log-n) is an attention-scale option usable with any method.")
+    """The one vocabulary (:data:`ropelab.REGISTRY`): every name any command accepts, by kind."""
+    from ropelab import REGISTRY
+
+    titles = {
+        "frequency": "RoPE frequency methods (the cos/sin table: every command)",
+        "attention": "attention-level methods (the scores: eval, passkey, finetune, lab, ropelab.hf.extend)",
+        "encoding": "encodings (what a lab model is trained with: ropelab train / lab)",
+    }
+    for kind, title in titles.items():
+        rows = [
+            {
+                "name": e.name,
+                "aliases": ", ".join(e.aliases) or "-",
+                "what it does": e.doc,
+                "paper": e.paper,
+            }
+            for e in REGISTRY.values()
+            if e.kind == kind
+        ]
+        print(f"{title}:")
+        print(format_table(rows))
+        print("parameters:")
+        for e in REGISTRY.values():
+            if e.kind == kind:
+                print(f"  {e.name}: {', '.join(e.params) or '-'}")
+        print()
+    print(
+        "log-n: +log-n on any RoPE method (--log-n: every method) scales queries by max(1, log n / log L0)\n"
+        "grammar: NAME[*A][(KEY=VALUE,...)][+log-n], e.g. pi  yarn(factor=4)  self-extend(group=8)  "
+        "ntk+log-n (docs/cli.md)"
+    )
     return 0
 
 
