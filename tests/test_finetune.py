@@ -111,6 +111,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(
         assert b["loss"] == pytest.approx(a["loss"], abs=2e-5)
     run2 = json.loads((two / "run.json").read_text())
     assert run2["world"] == 2 and run2["strategy"] == strategy and run2["finished"]
+    rows = _results(two)  # written by rank 0 only: each unit once
+    assert [(r["kind"], r["step"]) for r in rows] == [("eval", 0), ("eval", 2), ("eval", 4), ("final", 4)]
+    assert {r["finetune"]["world"] for r in rows} == {2} and {
+        r["finetune"]["global_batch"] for r in rows
+    } == {4}
+    assert [r["loss"] for r in rows[:3]] == pytest.approx([e["loss"] for e in evals1], abs=2e-5)
     from safetensors.torch import load_file
 
     w1, w2 = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")

@@ -67,7 +67,8 @@ class Target(Protocol):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """For ``run.json``: kind, model, method label, resolved parameters, trained length."""
+        """For ``run.json``: ``kind``, ``model``, ``method`` (the canonical label), ``params`` (what the
+        last ``apply_method`` resolved: the results rows' ``resolved``), ``trained_length``."""
         ...
 
     def save(self, folder: Path, extra: dict[str, Any], state: dict[str, Any] | None = None) -> Path:
