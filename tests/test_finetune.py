@@ -1,4 +1,5 @@
-"""`ropelab finetune`: DDP/FSDP under torchrun equal one process, resume equals uninterrupted, saving."""
+"""`ropelab finetune`: DDP/FSDP under torchrun equal one process, resume equals uninterrupted, saving,
+results.jsonl with provenance, one method vocabulary, the shared flags, and no import of the lab."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pytest
 import torch
 
 from ropelab.cli import main
+from ropelab.data import is_validation, split_stream
 from ropelab.errors import RopeConfigError
 from ropelab.finetune import FinetuneConfig, run_finetune
-from ropelab.finetune.targets import split_stream
+from ropelab.lab.finetune_target import load_lab_target
+from ropelab.registry import parse_method
 
 pytest.importorskip("transformers")
 
@@ -25,7 +28,6 @@ pytest.importorskip("transformers")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A few stdlib files: enough tokens for the tiny model's windows, both sides of the split."""
     from ropelab.data import stdlib_files
-    from ropelab.lab.data import is_validation
 
     folder = tmp_path_factory.mktemp("corpus")
     files = stdlib_files()
@@ -41,6 +43,10 @@ def _curve(out: Path) -> tuple[list[tuple[int, float, float]], list[dict]]:
     train = [(r["step"], r["loss"], r["lr"]) for r in rows if r["kind"] == "train"]
     evals = [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "eval"]
     return train, evals
+
+
+def _results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 def _tiny_cfg(model: Path, corpus: Path, **over) -> FinetuneConfig:
@@ -105,6 +111,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(
         assert b["loss"] == pytest.approx(a["loss"], abs=2e-5)
     run2 = json.loads((two / "run.json").read_text())
     assert run2["world"] == 2 and run2["strategy"] == strategy and run2["finished"]
+    rows = _results(two)  # written by rank 0 only: each unit once
+    assert [(r["kind"], r["step"]) for r in rows] == [("eval", 0), ("eval", 2), ("eval", 4), ("final", 4)]
+    assert {r["finetune"]["world"] for r in rows} == {2} and {
+        r["finetune"]["global_batch"] for r in rows
+    } == {4}
+    assert [r["loss"] for r in rows[:3]] == pytest.approx([e["loss"] for e in evals1], abs=2e-5)
     from safetensors.torch import load_file
 
     w1, w2 = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
@@ -129,10 +141,30 @@ def test_resume_equals_uninterrupted_run(tiny_model_dir: Path, corpus_dir: Path,
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     b = load_file(out / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # the same command once more: nothing to do
+    # results.jsonl: the rows of the resumed run are those of the straight run, each written once
+    straight_rows, resumed_rows = _results(tmp_path / "straight"), _results(out)
+    units = [("eval", 0), ("eval", 3), ("eval", 6), ("final", 6)]
+    assert [(r["kind"], r["step"]) for r in resumed_rows] == units
+    assert [r["key"] for r in resumed_rows] == [r["key"] for r in straight_rows]
+    numbers = ("loss", "loss_within", "loss_beyond", "train_loss")
+    assert [[r[k] for k in numbers] for r in resumed_rows] == [[r[k] for k in numbers] for r in straight_rows]
+    from ropelab.hf.load import model_fingerprint
+    from ropelab.report.provenance import missing_fields
+
+    for row in resumed_rows:
+        assert missing_fields(row) == [], row
+        assert row["command"] == "finetune" and row["method"] == "yarn" and row["resolved"] == {"factor": 2.0}
+        assert row["model_id"] == model_fingerprint(str(tiny_model_dir)) and row["trained_length"] == 64
+        assert row["dtype"] == "float32" and row["device"] == "cpu" and row["threads"] == 1
+        assert row["corpus"]["name"] == str(corpus_dir) and len(row["corpus"]["sha256"]) == 16
+        settings = {"length": 128, "steps": 6, "lr": 2e-3, "batch_size": 2, "grad_accum": 1, "seed": 0}
+        assert settings.items() <= row["finetune"].items()
+    assert resumed_rows[-1]["saved"] == str(out / "model")
+    # the same command once more: nothing to do, nothing written
     lines: list[str] = []
     assert run_finetune(cfg, out, progress=False, log=lines.append)["finished"]
     assert "already finished" in lines[0]
+    assert _results(out) == resumed_rows
     # another configuration in the same folder is refused, not mixed in
     part2 = tmp_path / "other"
     run_finetune(cfg, part2, progress=False, stop_after=1, log=lambda _: None)
@@ -144,7 +176,7 @@ def test_saved_model_carries_the_method(tiny_model_dir: Path, corpus_dir: Path, 
     """transformers loads the saved folder with yarn in rope_parameters; logits equal the trained model's."""
     from transformers import AutoModelForCausalLM
 
-    from ropelab.finetune.targets import HFTarget
+    from ropelab.finetune import HFTarget
     from ropelab.hf.load import load_model
 
     cfg = _tiny_cfg(tiny_model_dir, corpus_dir, steps=2, eval_windows=0)
@@ -170,7 +202,7 @@ def test_saved_model_carries_the_method(tiny_model_dir: Path, corpus_dir: Path, 
     # the fine-tuned weights with the method applied by hand give the same logits
     target = HFTarget.load(str(tiny_model_dir), str(corpus_dir))
     target.model.load_state_dict(plain.state_dict())
-    target.apply_method("yarn", 2.0, 128, {})
+    assert target.apply_method(parse_method("yarn", factor=2.0), 128) == {"factor": 2.0}
     with torch.no_grad():
         torch.testing.assert_close(target.model(ids).logits, plain(ids).logits, atol=1e-5, rtol=0)
 
@@ -179,7 +211,7 @@ def test_method_transformers_lacks_is_reapplied_on_load(
     tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path
 ) -> None:
     """A dynamic-yarn fine-tune: ropelab's loader re-applies it (and "none" keeps it)."""
-    from ropelab.finetune.targets import HFTarget
+    from ropelab.finetune import HFTarget
     from ropelab.hf import extend
     from ropelab.hf.load import load_model
 
@@ -200,20 +232,28 @@ def test_method_transformers_lacks_is_reapplied_on_load(
     assert target.model.config.ropelab["method"] == "dynamic-yarn"
 
 
+def _lab_run(cfg: FinetuneConfig, out: Path, **kwargs) -> dict:
+    """``run_finetune`` on a fresh copy of the lab model (what ``ropelab finetune --model lab`` does)."""
+    kwargs.setdefault("log", lambda _: None)
+    return run_finetune(cfg, out, load_lab_target(cfg.model, cfg.corpus), progress=False, **kwargs)
+
+
 def test_lab_model_finetunes_and_saves(tmp_path: Path) -> None:
     from ropelab.lab.checkpoints import load_checkpoint
 
     cfg = FinetuneConfig(
-        length=256, model="lab", method="linear", steps=2, batch=2, lr=5e-4, warmup=1, eval_every=2,
+        length=256, model="lab", method="pi", steps=2, batch=2, lr=5e-4, warmup=1, eval_every=2,
         eval_windows=2, threads=1,
     )  # fmt: skip
-    summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
-    assert summary["target"]["method"] == "pi"  # the lab's label for linear
+    assert cfg.method == "linear"  # the canonical name, whatever the spelling
+    summary = _lab_run(cfg, tmp_path)
+    assert summary["target"]["method"] == "linear" and summary["target"]["lab_label"] == "pi"
+    assert summary["target"]["params"] == {"factor": 2.0}
     first, last = summary["evals"][0], summary["evals"][-1]
     assert last["loss"] < first["loss"]  # PI zero-shot hurts; two steps already repair some of it
     assert first["loss_beyond"] is not None and first["loss_within"] is not None
     model, meta = load_checkpoint(tmp_path / "model.safetensors")
-    assert meta["finetune"]["method"] == "pi"
+    assert meta["finetune"]["method"] == "linear" and meta["finetune"]["params"] == {"factor": 2.0}
     assert model.encoding.config()["method"] == "linear" and model.encoding.config()["factor"] == 2.0
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
@@ -228,7 +268,16 @@ def test_split_stream_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["--model", "lab", "--length", "512", "--corpus", "hf:wikitext"], "lab models train on"),
         (["--model", "lab", "--length", "512", "--factor", "2"], "factor = length / trained length"),
         (["--model", "lab", "--length", "512", "--strategy", "fsdp"], "several processes"),
-        (["--model", "lab", "--length", "512", "--method", "nope"], "unknown lab method"),
+        (["--model", "lab", "--length", "512", "--method", "nope"], "is a position encoding"),
+        (["--model", "lab", "--length", "512", "--method", "yran"], "did you mean 'yarn'"),
+        (["--model", "lab", "--length", "512", "--method", "llama3"], "the lab has no method 'llama3'"),
+        (
+            ["--model", "lab", "--length", "512", "--method", "none", "--factor", "2"],
+            "does not take --factor",
+        ),
+        (["--model", "lab", "--length", "512", "--dtype", "float16"], "not for fine-tuning"),
+        (["--model", "lab", "--length", "512", "--device", "cuda:7"], "no such CUDA device"),
+        (["--model", "lab", "--length", "512", "--device", "tpu"], "unknown device"),
         (["--model", "./missing", "--length", "512"], "no such folder"),
         (["--model", "lab", "--length", "512", "--steps", "-1"], "--steps must be >= 0"),
     ]
@@ -247,7 +296,7 @@ def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
         length=256, model="lab", method="yarn", steps=1, batch=2, lr=5e-4, warmup=1, eval_windows=1,
         precision="bf16", threads=1,
     )  # fmt: skip
-    summary = run_finetune(cfg, tmp_path, progress=False, log=lambda _: None)
+    summary = _lab_run(cfg, tmp_path)
     assert summary["finished"] and all(torch.isfinite(torch.tensor(e["loss"])) for e in summary["evals"])
 
 
@@ -287,11 +336,11 @@ def test_weight_decay_nan_is_refused_before_any_work(tmp_path: Path, capsys: pyt
 
 
 def test_finished_run_with_other_settings_is_refused(tmp_path: Path) -> None:
-    first = run_finetune(FinetuneConfig(**_LAB), tmp_path, progress=False, log=lambda _: None)
+    first = _lab_run(FinetuneConfig(**_LAB), tmp_path)
     assert first["finished"]
     saved = (tmp_path / "model.safetensors").read_bytes()
     with pytest.raises(RopeConfigError, match="other settings"):
-        run_finetune(FinetuneConfig(**{**_LAB, "lr": 1e-3}), tmp_path, progress=False, log=lambda _: None)
+        _lab_run(FinetuneConfig(**{**_LAB, "lr": 1e-3}), tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == saved  # not overwritten
 
 
@@ -308,22 +357,130 @@ def test_torn_run_json_is_a_one_line_error(
 def test_lab_model_files_follow_the_umask(tmp_path: Path) -> None:
     old_umask = os.umask(0o077)
     try:
-        run_finetune(
-            FinetuneConfig(**{**_LAB, "steps": 2, "save_every": 1}),
-            tmp_path,
-            progress=False,
-            log=lambda _: None,
-            stop_after=1,
-        )
+        _lab_run(FinetuneConfig(**{**_LAB, "steps": 2, "save_every": 1}), tmp_path, stop_after=1)
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()}
-        run_finetune(
-            FinetuneConfig(**{**_LAB, "steps": 2, "save_every": 1}),
-            tmp_path,
-            progress=False,
-            log=lambda _: None,
-        )
+        _lab_run(FinetuneConfig(**{**_LAB, "steps": 2, "save_every": 1}), tmp_path)
         modes.update({p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()})
     finally:
         os.umask(old_umask)
-    assert {"state.pt", "model.safetensors", "run.json", "curve.jsonl"} <= modes.keys()
+    assert {"state.pt", "model.safetensors", "run.json", "curve.jsonl", "results.jsonl"} <= modes.keys()
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+# --- issue 12: no lab import, one vocabulary, results.jsonl, the shared flags ------------------------
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "ropelab"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports (at any depth: lazy imports inside functions included)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_finetune_imports_nothing_of_the_lab() -> None:
+    """finetune/ -> lab is gone (even lazily); the lab's target avoids the lab package and experiment."""
+    files = sorted((SRC / "finetune").glob("*.py"))
+    assert files
+    for path in files:
+        lab = sorted(m for m in _imports(path) if m == "ropelab.lab" or m.startswith("ropelab.lab."))
+        assert not lab, f"{path.name} imports {lab}"
+    target = _imports(SRC / "lab" / "finetune_target.py")
+    assert not {m for m in target if m.startswith("ropelab.lab.experiment")}
+    assert "ropelab.lab" not in target  # the package __init__ imports experiment, which imports this
+    assert not {m for m in target if m.startswith("ropelab.finetune")}  # a protocol needs no import
+
+
+def test_longest_multiple_is_the_labs() -> None:
+    from ropelab.lab import LabConfig
+    from ropelab.lab.finetune_target import LAB_LONGEST_MULTIPLE
+
+    assert LabConfig().multiples[-1] == LAB_LONGEST_MULTIPLE
+
+
+def test_every_alias_fine_tunes_the_lab_model_with_its_canonical_method(tmp_path: Path) -> None:
+    """Each registry alias through `ropelab finetune --model lab`: the canonical name in results.jsonl and
+    the checkpoint, the same resolved parameters, and (pi vs linear) the same numbers."""
+    from ropelab.lab.checkpoints import read_meta
+    from ropelab.registry import ALIASES
+
+    common = ["--model", "lab", "--length", "256", "--steps", "1", "--batch-size", "1", "--lr", "5e-4",
+              "--warmup", "0", "--eval-windows", "1", "--threads", "1", "--quiet"]  # fmt: skip
+    rows = {}
+    for name in [*ALIASES, "linear"]:
+        out = tmp_path / name
+        assert main(["finetune", *common, "--method", name, "--out", str(out)]) == 0
+        rows[name] = _results(out)
+        canonical = parse_method(name).method
+        assert {r["method"] for r in rows[name]} == {canonical}, name
+        assert {r["label"] for r in rows[name]} == {canonical}
+        assert read_meta(out / "model.safetensors")["finetune"]["method"] == canonical
+    assert rows["pi"][0]["resolved"] == rows["linear"][0]["resolved"] == {"factor": 2.0}
+    assert rows["default"][0]["resolved"] == {}
+    assert rows["dynamic-ntk"][0]["resolved"] == {"seq_len": 256}
+    numbers = ("kind", "step", "loss", "loss_within", "loss_beyond", "train_loss", "key")
+    assert [[r[k] for k in numbers] for r in rows["pi"]] == [[r[k] for k in numbers] for r in rows["linear"]]
+
+
+def test_results_rows_carry_every_field_and_render(tmp_path: Path) -> None:
+    from ropelab.finetune import render_report
+    from ropelab.report.provenance import ROW_FIELDS, is_current
+
+    cfg = FinetuneConfig(**{**_LAB, "steps": 2, "eval_every": 1, "save_every": 1})
+    summary = _lab_run(cfg, tmp_path, stop_after=1)
+    assert not summary["finished"]
+    partial = _results(tmp_path)
+    assert [(r["kind"], r["step"]) for r in partial] == [("eval", 0), ("eval", 1)]  # with the saved state
+    _lab_run(cfg, tmp_path)
+    rows = _results(tmp_path)
+    assert rows[:2] == partial  # a resumed run appends, never rewrites or repeats
+    assert [(r["kind"], r["step"]) for r in rows] == [("eval", 0), ("eval", 1), ("eval", 2), ("final", 2)]
+    for row in rows:
+        assert all(field in row for field in ROW_FIELDS) and is_current(row), row
+        assert row["model"] == "lab" and len(row["model_id"]) == 64 and row["trained_length"] == 128
+        assert row["corpus"]["name"] == "stdlib"
+    assert rows[0]["tokens_per_s"] is None and rows[1]["tokens_per_s"] > 0 and rows[1]["train_loss"] > 0
+    text = render_report([*rows, {"command": "eval", "kind": "eval", "step": 9}])
+    lines = text.splitlines()
+    assert lines[0].startswith("lab: linear fine-tuned at 256 tokens (trained 128; 2 steps")
+    assert lines[2].split() == ["|", "step", "|", "loss", "|", "inside", "|", "beyond", "|"]
+    body = [line.strip("| ").split(" | ") for line in lines[4:]]
+    assert [int(b[0]) for b in body] == [0, 1, 2]  # one line per evaluation; the other command ignored
+    for b, e in zip(body, summary_evals(tmp_path), strict=True):
+        assert float(b[1]) == pytest.approx(e["loss"], rel=1e-4)
+        assert float(b[2]) == pytest.approx(e["loss_within"], rel=1e-4)
+        assert float(b[3]) == pytest.approx(e["loss_beyond"], rel=1e-4)
+
+
+def summary_evals(out: Path) -> list[dict]:
+    return json.loads((out / "run.json").read_text())["evals"]
+
+
+def test_old_flag_spellings_give_the_same_config() -> None:
+    from ropelab.cli import build_parser
+    from ropelab.cli.finetune_cmd import config_from_args
+
+    def config(*flags: str) -> FinetuneConfig:
+        return config_from_args(build_parser().parse_args(["finetune", "--length", "4k", *flags]))
+
+    old = config("--batch", "3", "--precision", "bf16", "--checkpoint-every", "7", "--method", "pi")
+    new = config("--batch-size", "3", "--dtype", "bfloat16", "--save-every", "7", "--method", "linear")
+    assert old == new
+    assert (new.batch, new.precision, new.save_every, new.method, new.length) == (
+        3,
+        "bf16",
+        7,
+        "linear",
+        4096,
+    )
+    assert config("--precision", "fp32") == config("--dtype", "float32") == config("--dtype", "fp32")
+    assert config("--precision", "fp32").precision == "fp32"
+    assert config("--device", "CUDA:1").device == "cuda:1"

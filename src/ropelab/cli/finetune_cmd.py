@@ -6,16 +6,21 @@ import argparse
 import os
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
-from ropelab.cli.common import add_out_arg
-from ropelab.cli.flags import length_list, positive_int
+from ropelab.cli.flags import (
+    add_batch_size,
+    add_device,
+    add_dtype,
+    add_out,
+    add_quiet,
+    add_save_every,
+    add_threads,
+    length,
+)
 
-
-def one_length(text: str) -> int:
-    values = length_list(text)
-    if len(values) != 1:
-        raise argparse.ArgumentTypeError(f"expected one length like 16k, got {text!r}")
-    return values[0]
+if TYPE_CHECKING:
+    from ropelab.finetune import FinetuneConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,36 +29,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune at a longer length with a method (one CPU, or torchrun for DDP/FSDP)",
         description="Fine-tune a transformers causal LM (or a lab model: --model lab) at --length with "
         "--method applied; resumable (run the same command again), logs loss/lr/tokens per second, "
-        "evaluates held-out loss at --length, saves curve.jsonl, curve.png and the model. Several "
-        "processes: torchrun --nproc_per_node=K -m ropelab finetune ... (DDP; --strategy fsdp to shard).",
+        "evaluates held-out loss at --length, saves results.jsonl, curve.jsonl, curve.png and the model. "
+        "Several processes: torchrun --nproc_per_node=K -m ropelab finetune ... (DDP; --strategy fsdp to "
+        "shard).",
     )
     g = p.add_argument_group("model and method")
     g.add_argument(
         "--model", default="smollm2", help="smollm2 (default), a model folder, .gguf, hub id, or lab"
     )
     g.add_argument(
-        "--method", default="yarn", help="a RoPE method (linear, ntk, yarn, ...) or none (default yarn)"
+        "--method",
+        default="yarn",
+        help="a method of `ropelab methods` (aliases such as pi accepted; e.g. yarn, linear, ntk+log-n, "
+        "self-extend(group=8)), or none (default yarn)",
     )
     g.add_argument("--factor", type=float, help="scale factor (default: length / trained length)")
     g.add_argument("--window", type=int, help="ReRoPE / Self-Extend window")
     g.add_argument("--group", type=int, help="Self-Extend group size")
     g.add_argument("--leak", type=float, help="leaky ReRoPE k")
     d = p.add_argument_group("data and schedule")
-    d.add_argument("--length", type=one_length, required=True, help="training length in tokens, e.g. 16k")
+    d.add_argument("--length", type=length, required=True, help="training length in tokens, e.g. 16k")
     d.add_argument("--corpus", default="stdlib", help="stdlib (default), FILE, DIR, or hf:NAME[:split]")
     d.add_argument("--steps", type=int, default=100, help="optimiser steps (default 100)")
     d.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
-    d.add_argument("--batch", type=int, default=1, help="sequences per process per micro-step (default 1)")
+    add_batch_size(d, default=1, what="sequences per process per micro-step")
     d.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimiser step (default 1)")
     d.add_argument("--warmup", type=int, default=10, help="linear warm-up steps (default 10)")
     d.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="after warm-up")
     d.add_argument("--weight-decay", type=float, default=0.0)
     d.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("saving, evaluation, engine")
-    o.add_argument("--save-every", type=int, default=50, help="resume state every N steps (default 50)")
+    add_save_every(o, default=50)
     o.add_argument("--eval-every", type=int, default=25, help="held-out loss every N steps (default 25)")
     o.add_argument("--eval-windows", type=int, default=4, help="held-out windows of --length (default 4)")
-    o.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 on GPUs")
+    add_dtype(o)
     o.add_argument(
         "--grad-checkpointing",
         action=argparse.BooleanOptionalAction,
@@ -61,18 +70,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="recompute activations in backward (default: on for transformers models)",
     )
     o.add_argument("--strategy", choices=["auto", "ddp", "fsdp"], default="auto", help="under torchrun")
-    o.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    o.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_out_arg(p, "out/finetune")
+    add_device(o)
+    add_threads(o)
+    add_quiet(o)
+    add_out(p, "out/finetune")
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ropelab.finetune import FinetuneConfig, run_finetune
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """The run's settings from the parsed flags (``--dtype`` is the config's ``precision``)."""
+    from ropelab.finetune import FinetuneConfig
 
     params = {k: getattr(args, k) for k in ("window", "group", "leak") if getattr(args, k) is not None}
-    cfg = FinetuneConfig(
+    return FinetuneConfig(
         length=args.length,
         model=args.model,
         method=args.method,
@@ -81,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         corpus=args.corpus,
         steps=args.steps,
         lr=args.lr,
-        batch=args.batch,
+        batch=args.batch_size,
         grad_accum=args.grad_accum,
         warmup=args.warmup,
         schedule=args.schedule,
@@ -90,14 +100,22 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_windows=args.eval_windows,
         seed=args.seed,
-        precision=args.precision,
+        precision=args.dtype,
         grad_checkpointing=args.grad_checkpointing,
         strategy=args.strategy,
         device=args.device,
         threads=args.threads,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ropelab.finetune import run_finetune
+    from ropelab.lab.finetune_target import is_lab_model, load_lab_target
+
+    cfg = config_from_args(args)
+    target = load_lab_target(cfg.model, cfg.corpus) if is_lab_model(cfg.model) else None
     command = "ropelab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = run_finetune(cfg, args.out, progress=not args.quiet, command=command)
+    summary = run_finetune(cfg, args.out, target, progress=not args.quiet, command=command)
     if summary.get("finished") and summary.get("model") and os.environ.get("RANK", "0") == "0":
         last = summary["evals"][-1] if summary.get("evals") else {}
         first = summary["evals"][0] if summary.get("evals") else {}
@@ -106,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
                 f"held-out loss at {args.length}: {first['loss']:.4f} (step {first['step']}) -> "
                 f"{last['loss']:.4f} (step {last['step']})"
             )
-        print(f"model: {summary['model']}; curve: {args.out / 'curve.jsonl'}, {summary.get('plot')}")
+        print(
+            f"model: {summary['model']}; results: {args.out / 'results.jsonl'}; curve: "
+            f"{args.out / 'curve.jsonl'}, {summary.get('plot')}"
+        )
         if summary.get("tokens_per_s_median"):
             print(f"training throughput: {summary['tokens_per_s_median']:.0f} tokens/s (median over steps)")
     return 0

@@ -7,14 +7,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ropelab.errors import RopeConfigError
+from ropelab.registry import MethodSpec, entry, parse_method
 
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
+#: the spellings ``precision`` also takes (``--dtype``'s names) -> one of :data:`PRECISIONS`
+_PRECISION_NAMES = {"bfloat16": "bf16", "float32": "fp32"}
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """What to fine-tune, with which method, at which length, and how.
+
+    ``method``: a method in the registry's grammar (:func:`ropelab.registry.parse_method`: aliases
+    such as ``pi`` accepted, ``+log-n``, the lab's ``*A``), stored as its canonical label
+    (``pi`` -> ``linear``); ``params`` and ``factor`` are set on top of it (:attr:`spec`).
+    ``precision``: ``auto`` (bf16 autocast on a GPU with bf16), ``bf16`` or ``fp32`` (``bfloat16``
+    and ``float32`` are read as those two).
 
     ``batch`` is the micro-batch of one process; one optimiser step sees
     ``batch * grad_accum * world_size`` windows of ``length`` tokens (the *global batch*), and the
@@ -73,8 +82,31 @@ class FinetuneConfig:
             raise RopeConfigError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.schedule not in SCHEDULES:
             raise RopeConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise RopeConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        precision = _PRECISION_NAMES.get(self.precision, self.precision)
+        if precision not in PRECISIONS:
+            raise RopeConfigError(
+                f"--dtype {self.precision} is not for fine-tuning: choose auto, bfloat16 (bf16 autocast, "
+                "float32 weights) or float32"
+            )
+        object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "method", parse_method(self.method).label)
+        object.__setattr__(self, "params", dict(self.params))
+        _ = self.spec  # the whole method parsed now: a bad one is refused before any work
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method with ``params`` and ``factor`` set: what a target applies."""
+        spec = parse_method(self.method, **self.params)
+        if spec.kind == "encoding":
+            raise RopeConfigError(
+                f"{spec.method!r} is a position encoding a lab model is trained with, not a method to "
+                "fine-tune with; see `ropelab methods`"
+            )
+        if self.factor is not None:
+            if not entry(spec.method).takes_factor:
+                raise RopeConfigError(f"method {spec.method!r} does not take --factor")
+            spec = spec.replace(factor=self.factor)
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,7 +5,12 @@ to the engine (:mod:`ropelab.train.distributed`: DDP or FSDP under ``torchrun``)
 global batch and keep this rank's rows, AdamW with warm-up then cosine (or constant), and
 :func:`ropelab.train.loop.run_loop` (gradient accumulation, resume state, bf16 autocast).
 The lab's ``_finetune`` calls it with its own evaluation; :func:`run_finetune` (the command) adds
-the held-out evaluation at the fine-tuning length, the curve (JSONL and PNG), and saving the model.
+the held-out evaluation at the fine-tuning length, ``results.jsonl`` (:mod:`ropelab.finetune.results`),
+the curve (JSONL and PNG), and saving the model.
+
+What is trained is a *target* (:class:`ropelab.finetune.target.Target`): a transformers model
+(:class:`ropelab.finetune.hf_target.HFTarget`, built here from ``config.model``) or any other object
+with the protocol's members, passed in (the lab's: ``ropelab.lab.finetune_target.load_lab_target``).
 
 Data parallelism is PyTorch's: the global batch of a step is the same whatever the number of
 processes, so K processes give the loss curve of one process with ``grad_accum = K`` (a test).
@@ -23,11 +28,14 @@ from typing import Any
 
 import torch
 
+from ropelab.data import RandomWindows
 from ropelab.errors import RopeConfigError
 from ropelab.finetune.config import FinetuneConfig
 from ropelab.finetune.curves import plot_curve, write_curve
-from ropelab.finetune.targets import HFTarget, LabTarget, load_target
+from ropelab.finetune.results import COMMAND, result_rows, settings, write_results
+from ropelab.finetune.target import Target, target_loss
 from ropelab.fsutil import atomic_write, folder_lock
+from ropelab.report.provenance import run_context
 from ropelab.train.distributed import (
     Dist,
     ShardedBatches,
@@ -40,8 +48,6 @@ from ropelab.train.distributed import (
 )
 from ropelab.train.loop import LoopResult, run_loop, set_determinism
 from ropelab.train.optim import adamw, warmup_cosine
-
-Target = LabTarget | HFTarget
 
 
 def autocast_dtype(cfg: FinetuneConfig, d: Dist) -> torch.dtype | None:
@@ -67,14 +73,15 @@ def train(
     on_checkpoint: Callable[[LoopResult], None] | None = None,
     no_decay: tuple[str, ...] = (),
 ) -> tuple[torch.nn.Module, LoopResult]:
-    """Fine-tune ``target`` per ``cfg``; returns (the engine's model, the loop's result)."""
+    """Fine-tune ``target`` per ``cfg`` (the method ``cfg.spec`` applied at ``cfg.length``); returns
+    (the engine's model, the loop's result)."""
     set_determinism(cfg.seed, cfg.threads)
-    target.apply_method(cfg.method, cfg.factor, cfg.length, cfg.params)
-    checkpointing = cfg.grad_checkpointing if cfg.grad_checkpointing is not None else target.kind == "hf"
+    target.apply_method(cfg.spec, cfg.length)
+    checkpointing = cfg.grad_checkpointing
+    if checkpointing is None:
+        checkpointing = target.grad_checkpointing_default
     if checkpointing:
         target.gradient_checkpointing()
-    from ropelab.lab.data import RandomWindows
-
     rows = cfg.batch * cfg.grad_accum * d.world  # the global batch
     source = RandomWindows(target.train_tokens(), batch_size=rows, length=cfg.length, seed=cfg.seed)
     model = wrap(target.model, d)
@@ -84,7 +91,7 @@ def train(
     result = run_loop(
         model,
         ShardedBatches(source, d),
-        target.loss,
+        target_loss(target),
         optimizer,
         scheduler,
         steps=cfg.steps,
@@ -144,6 +151,7 @@ def held_out_eval(
 def run_finetune(
     cfg: FinetuneConfig,
     out: str | Path,
+    target: Target | None = None,
     *,
     progress: bool = True,
     stop_after: int | None = None,
@@ -152,17 +160,36 @@ def run_finetune(
 ) -> dict[str, Any]:
     """The ``ropelab finetune`` job (see the module doc); resumable from ``out/state.pt``.
 
-    Writes ``out/curve.jsonl`` (training rows ``{step, loss, lr, tokens_per_s}`` and evaluation
-    rows) at every save, and at the end ``out/curve.png``, the model (``out/model`` for
-    transformers models, ``out/model.safetensors`` for lab models) and ``out/run.json``.
+    ``target``: what to train (:class:`~ropelab.finetune.target.Target`); None loads ``cfg.model`` as a
+    transformers model (:class:`~ropelab.finetune.hf_target.HFTarget`) on ``cfg.corpus``.
+
+    Writes ``out/results.jsonl`` (a row per held-out evaluation and a final row, with provenance:
+    :mod:`ropelab.finetune.results`) and ``out/curve.jsonl`` (training rows ``{step, loss, lr,
+    tokens_per_s}`` and evaluation rows) at every save, and at the end ``out/curve.png``, the model
+    (``out/model`` for transformers models, what ``target.save`` writes otherwise: a lab model's
+    ``out/model.safetensors``) and ``out/run.json``. Returns the run summary (``run.json``).
     """
+    if target is not None and not isinstance(target, Target):
+        raise RopeConfigError(f"target must have the members of ropelab.finetune.Target, got {type(target)}")
+    if target is None and _lab_name(cfg.model):
+        raise RopeConfigError(
+            f"--model {cfg.model} is a lab model: pass its target "
+            "(ropelab.lab.finetune_target.load_lab_target(model, corpus)) as target="
+        )
     d = setup(cfg.device, cfg.strategy)
     try:
         # one job per folder (rank 0 holds the lock for the job; the other ranks are its own processes)
         with folder_lock(out, command=command or None) if d.main else contextlib.nullcontext():
-            return _run(cfg, Path(out), d, progress=progress, stop_after=stop_after, command=command, log=log)
+            return _run(
+                cfg, Path(out), d, target, progress=progress, stop_after=stop_after, command=command, log=log
+            )
     finally:
         teardown(d)
+
+
+def _lab_name(model: str) -> bool:
+    """The names ``ropelab finetune`` reads as the lab's models (built by the lab, not here)."""
+    return model == "lab" or model.startswith("lab:") or model.endswith(".safetensors")
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:
@@ -184,6 +211,7 @@ def _run(
     cfg: FinetuneConfig,
     out: Path,
     d: Dist,
+    target: Target | None,
     *,
     progress: bool,
     stop_after: int | None,
@@ -209,7 +237,10 @@ def _run(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
-    target = load_target(cfg.model, cfg.corpus)
+    if target is None:
+        from ropelab.finetune.hf_target import load_hf_target
+
+        target = load_hf_target(cfg.model, cfg.corpus)
     windows = target.eval_windows(cfg.length, cfg.eval_windows) if cfg.eval_windows else None
     if d.main:
         rows = cfg.batch * cfg.grad_accum * d.world
@@ -224,7 +255,31 @@ def _run(
     evaluate = held_out_eval(target, target.model, windows, d) if windows is not None else None
 
     curve_path = out / "curve.jsonl"
+    results_path = out / "results.jsonl"
     extra = {"command": command, "config": cfg.to_dict(), "world": d.world}
+    ident = target.identity()
+    dtype = autocast_dtype(cfg, d)
+    context = run_context(
+        command=COMMAND,
+        model=cfg.model,
+        model_id=ident["model_id"],
+        trained_length=target.trained_length,
+        dtype="float32" if dtype is None else str(dtype),
+        device=d.device,
+        corpus=ident["corpus"],
+        threads=cfg.threads,
+    )
+    unit = settings(cfg, d.world)
+    spec = cfg.spec
+
+    def save_rows(result: LoopResult, final: dict[str, Any] | None = None) -> None:
+        resolved = target.describe().get("params", {})
+        write_results(results_path, result_rows(context, spec, resolved, unit, result, final=final))
+
+    def on_checkpoint(result: LoopResult) -> None:
+        write_curve(curve_path, result)
+        save_rows(result)
+
     model, result = train(
         target,
         cfg,
@@ -235,7 +290,7 @@ def _run(
         progress=progress,
         desc=f"finetune {cfg.method}",
         stop_after=stop_after,
-        on_checkpoint=lambda r: write_curve(curve_path, r),
+        on_checkpoint=on_checkpoint,
     )
     finished = (bool(result.history) and result.history[-1]["step"] == cfg.steps) or cfg.steps == 0
     summary: dict[str, Any] = {
@@ -260,6 +315,8 @@ def _run(
             summary["model"] = str(target.save(out, extra, state=state))
             rates = [h["tokens_per_s"] for h in result.history if h.get("tokens_per_s")]
             summary["tokens_per_s_median"] = sorted(rates)[len(rates) // 2] if rates else None
+            save_rows(result, final={"saved": summary["model"]})
+            summary["results"] = str(results_path)
             (out / "state.pt").unlink(missing_ok=True)
     if d.main:
         atomic_write(summary_path, json.dumps(summary, indent=1, sort_keys=True))

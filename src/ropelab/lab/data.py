@@ -7,6 +7,9 @@ deterministic: a file is held out for validation when the first 8 hex digits of
 CPython 3.11 that is 18 of 168 files, 0.46 of 4.7 MB). Nothing else in the file decides it, so
 the split of a given file name is the same on every Python version.
 
+The split rule (:func:`ropelab.data.is_validation`) and the training batches
+(:class:`ropelab.data.RandomWindows`) are the library's, re-exported here.
+
 Tokens are raw bytes (0..255); training files are joined with a NUL byte between them.
 Different Python versions ship slightly different standard libraries: :func:`corpus_info`
 records the version and a hash of the corpus so results can say which text they were made on.
@@ -23,12 +26,28 @@ from pathlib import Path
 
 import torch
 
+from ropelab.data import SPLIT_MODULUS, RandomWindows, is_validation
 from ropelab.errors import RopeConfigError
+
+# the split rule and the training batches live in ropelab.data (shared with ``ropelab finetune``);
+# re-exported here under the names the lab has always used
+__all__ = [
+    "SEPARATOR",
+    "SPLIT_MODULUS",
+    "VOCAB_SIZE",
+    "Corpus",
+    "RandomWindows",
+    "corpus_files",
+    "corpus_info",
+    "decode",
+    "eval_windows",
+    "is_validation",
+    "load_corpus",
+    "stdlib_dir",
+]
 
 #: the vocabulary: one token per byte value
 VOCAB_SIZE = 256
-#: split rule: sha256(name)[:8] as an integer, modulo this, equal to 0 -> validation
-SPLIT_MODULUS = 10
 #: byte between concatenated training files
 SEPARATOR = b"\x00"
 
@@ -45,11 +64,6 @@ def corpus_files(root: str | Path | None = None) -> list[Path]:
     if not files:
         raise RopeConfigError(f"no *.py files in {root}: the lab corpus needs Python source files")
     return files
-
-
-def is_validation(name: str) -> bool:
-    """The split rule: True for held-out files (about 1 in :data:`SPLIT_MODULUS`)."""
-    return int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:8], 16) % SPLIT_MODULUS == 0
 
 
 @dataclass(frozen=True)
@@ -118,45 +132,6 @@ def eval_windows(corpus: Corpus, length: int, count: int) -> torch.Tensor:
     if not chosen:
         raise RopeConfigError(f"no validation file has {length + 1} bytes: use a shorter evaluation length")
     return torch.tensor([list(w) for w in chosen], dtype=torch.int64)
-
-
-class RandomWindows:
-    """Training batches: ``batch_size`` random windows of ``length + 1`` tokens from ``tokens``.
-
-    The batch of step i depends only on (``seed``, i), so the data position is the step count:
-    :meth:`state_dict` / :meth:`load_state_dict` resume the stream exactly, and two runs with one
-    seed see the same data in the same order. ``next_batch`` returns (inputs, targets), int64
-    ``[batch_size, length]`` each.
-    """
-
-    def __init__(self, tokens: torch.Tensor, *, batch_size: int, length: int, seed: int) -> None:
-        if tokens.numel() <= length + 1:
-            raise RopeConfigError(f"training text has {tokens.numel()} tokens; length {length} needs more")
-        self.tokens = tokens
-        self.batch_size = batch_size
-        self.length = length
-        self.seed = seed
-        self.step = 0
-
-    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        starts = torch.randint(0, self.tokens.numel() - self.length - 1, (self.batch_size,), generator=g)
-        idx = starts[:, None] + torch.arange(self.length + 1)  # [b, length + 1]
-        window = self.tokens[idx].long()
-        return window[:, :-1], window[:, 1:]
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.batch_at(self.step)
-        self.step += 1
-        return batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state["seed"]) != self.seed:
-            raise RopeConfigError(f"resume state has data seed {state['seed']}, this run {self.seed}")
-        self.step = int(state["step"])
 
 
 def decode(tokens: Sequence[int] | torch.Tensor) -> str:

@@ -51,7 +51,8 @@ class Dist:
 def setup(device: str = "auto", strategy: str = "auto") -> Dist:
     """Join the ``torchrun`` process group if there is one; pick the device.
 
-    ``device``: ``auto`` (this rank's GPU if CUDA is available, else CPU), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (this rank's GPU if CUDA is available, else CPU), ``cpu``, ``cuda`` (this
+    rank's GPU), or for one process ``cuda:N`` (GPU N) and ``mps`` (Apple GPU).
     ``strategy``: ``auto`` (DDP when distributed), ``ddp`` or ``fsdp``.
     """
     if strategy not in STRATEGIES:
@@ -61,8 +62,17 @@ def setup(device: str = "auto", strategy: str = "auto") -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise RopeConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    single = device == "mps" or (device.startswith("cuda:") and device[5:].isdigit())
+    if device not in ("cpu", "cuda") and not single:
+        raise RopeConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if single and world > 1:
+        raise RopeConfigError(f"--device {device} is for one process; under torchrun use --device cuda")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise RopeConfigError("--device mps but MPS is not available")
+    if device.startswith("cuda:"):
+        if not torch.cuda.is_available() or int(device[5:]) >= torch.cuda.device_count():
+            raise RopeConfigError(f"--device {device} but there is no such CUDA device")
+        torch.cuda.set_device(int(device[5:]))
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RopeConfigError("--device cuda but CUDA is not available")
