@@ -425,7 +425,7 @@ class Lab:
     def _finetune(self, label: str, fp: str) -> None:
         """One fine-tuning curve: ``ropelab finetune``'s code path, with the lab's evaluation."""
         from ropelab.finetune import FinetuneConfig, train
-        from ropelab.finetune.targets import LabTarget
+        from ropelab.lab.finetune_target import LabTarget
         from ropelab.train.distributed import Dist
 
         c = self.config
