@@ -10,8 +10,7 @@ from ropelab.cli.common import add_method_args, add_out_arg, named_ropes_from_ar
 from ropelab.errors import RopeConfigError
 from ropelab.export import FORMATS, check_exportable, export, export_layers, hf_notes
 from ropelab.report import append_jsonl, format_table
-from ropelab.rope.frequencies import METHODS
-from ropelab.rope.inspect import pair_views, summarize
+from ropelab.rope import METHODS, pair_views, summarize
 
 
 def register(sub: argparse._SubParsersAction) -> None:
