@@ -6,7 +6,7 @@ Three checks:
 
 (a) no import circle between modules (a strongly connected component of more than one module);
 (b) ``cli/`` uses only the public names of ``ropelab.hf`` and ``ropelab.rope`` (their ``__all__``),
-    never a submodule of either;
+    never a submodule of either, whether imported or reached as an attribute (``ropelab.hf.load.x``);
 (c) package-level edges go down the layers of DESIGN.md ("Down only"), see :data:`LAYERS`.
 
 Edges: ``from ropelab.rope import Rope`` is an edge to the package module ``ropelab.rope`` (its
@@ -49,9 +49,9 @@ EXPECTED_VIOLATIONS: frozenset[str] = frozenset(
 )
 
 #: DESIGN.md's "Down only", top to bottom, with the packages it does not name placed by what they import
-#: and who imports them. A module of a package may import any package of a lower layer, nothing of its own
-#: layer (the job modules never import each other) and nothing above. The root ``ropelab`` (its
-#: ``__init__``, the public face) counts as one package; ``fsutil`` and ``errors`` are the floor.
+#: and who imports them. A package may import the packages of lower layers and of its own layer (except
+#: :data:`SEPARATE`), nothing above. The root ``ropelab`` (its ``__init__``, the public face) counts as
+#: one package; ``fsutil`` and ``errors`` are the floor.
 LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(layer.split())
     for layer in (
@@ -59,18 +59,21 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "cli",  # parse flags -> one library call -> print
         "evaluate lab finetune",  # the job modules
         "stacks",  # serving-stack checks: tables from report, exports, Ropes
-        "hf train data report",  # transformers integration, the loop, corpora, tables/plots
+        "hf train data report",  # transformers integration, the loop, corpora, tables/plots/provenance
         "export presets",  # the method for HF/vLLM/llama.cpp; model presets (geometry + rope_parameters)
         "ropelab",  # the root package: ropelab.METHODS, Rope, apply_rotary, make_encoding, ...
         "registry",  # the one method vocabulary (frequency, attention-level methods, encodings)
-        "encodings",  # the lab's embed/attend contract; uses the attention functions
-        "attention",  # attention-level methods as functions + engine
+        "encodings attention",  # the lab's embed/attend contract; attention-level methods + engine
         "rope",  # frequencies, Rope, rotation, inspect
         "kernels",  # fused rotation
         "fsutil",  # atomic files
         "errors",  # the one error type
     )
 )
+
+#: Packages of one layer that never import each other: the job modules (DESIGN.md: "finetune knows no
+#: lab internals").
+SEPARATE = frozenset({"evaluate", "lab", "finetune"})
 
 #: Packages whose submodules ``cli/`` must not import (only their ``__all__``).
 CLI_PUBLIC_ONLY = ("ropelab.hf", "ropelab.rope")
@@ -241,11 +244,37 @@ def _public_names(path: Path) -> set[str]:
     return set()
 
 
+def attribute_uses(src: Path, module: str) -> list[tuple[str, int]]:
+    """Dotted names a module reaches through what it imported: ``import ropelab.hf`` then
+    ``ropelab.hf.load.load_model`` gives ``("ropelab.hf.load.load_model", line)``; so does ``from ropelab
+    import hf`` then ``hf.load.load_model``. Names bound by imports anywhere in the file count."""
+    path = module_files(src)[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                aliases[alias.asname or top] = alias.name if alias.asname else top
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve_from(module, _is_package(path), node)
+            aliases.update({alias.asname or alias.name: f"{base}.{alias.name}" for alias in node.names})
+    out = []
+    for node in ast.walk(tree):
+        chain = []
+        while isinstance(node, ast.Attribute):
+            chain.append(node.attr)
+            node = node.value
+        if chain and isinstance(node, ast.Name) and node.id in aliases:
+            out.append((".".join([aliases[node.id], *reversed(chain)]), node.lineno))
+    return out
+
+
 def layering_violations(src: Path = SRC) -> dict[str, list[str]]:
     """Every violation of checks (a), (b) and (c) in the tree ``src``: key -> lines that explain it.
 
     Keys: ``cycle: PKG, PKG`` (the packages a circle spans), ``cli-internal: MODULE -> TARGET``,
-    ``upward: PKG -> PKG`` and ``sideways: PKG -> PKG`` (two packages of one layer).
+    ``upward: PKG -> PKG``, ``sideways: PKG -> PKG`` (two of :data:`SEPARATE`) and ``unlayered: PKG``.
     """
     files = module_files(src)
     edges = import_edges(src)
@@ -276,6 +305,16 @@ def layering_violations(src: Path = SRC) -> dict[str, list[str]]:
                     out.setdefault(f"cli-internal: {edge.importer} -> {pkg}.{name}", []).append(
                         f"{where} imports {name!r}, which is not in {pkg}.__all__"
                     )
+    for module in files:
+        if package_of(module) != "cli":
+            continue
+        for dotted, line in sorted(set(attribute_uses(src, module))):
+            for pkg in CLI_PUBLIC_ONLY:
+                name = dotted[len(pkg) + 1 :].split(".")[0] if dotted.startswith(pkg + ".") else None
+                if name is not None and name not in public[pkg]:
+                    out.setdefault(f"cli-internal: {module} -> {pkg}.{name}", []).append(
+                        f"{files[module].relative_to(src)}:{line} uses {dotted}, past {pkg}.__all__"
+                    )
 
     layer = {pkg: i for i, names in enumerate(LAYERS) for pkg in names}  # (c)
     for edge in edges:
@@ -287,7 +326,7 @@ def layering_violations(src: Path = SRC) -> dict[str, list[str]]:
             out.setdefault(f"unlayered: {a if a not in layer else b}", []).append(
                 f"{where}: add the package to LAYERS"
             )
-        elif layer[b] == layer[a]:
+        elif layer[b] == layer[a] and a in SEPARATE and b in SEPARATE:
             out.setdefault(f"sideways: {a} -> {b}", []).append(where)
         elif layer[b] < layer[a]:
             out.setdefault(f"upward: {a} -> {b}", []).append(where)
@@ -340,7 +379,8 @@ def test_the_checker_finds_each_kind_of_violation(tmp_path: Path) -> None:
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ropelab.rope import frequencies\n"
         ),
         "hf/__init__.py": '__all__ = ["extend"]\nfrom ropelab.hf.extend import extend\n',
-        "hf/extend.py": "from ropelab.errors import RopeConfigError\ndef extend(): ...\n",
+        "hf/extend.py": "import ropelab.errors\nimport ropelab.data\ndef extend(): ...\n",
+        "data/__init__.py": "",  # hf -> data: one layer, allowed
         "lab/__init__.py": "",
         "lab/run.py": "import ropelab.finetune.job\n",  # sideways: job modules never import each other
         "finetune/__init__.py": "",
@@ -349,6 +389,8 @@ def test_the_checker_finds_each_kind_of_violation(tmp_path: Path) -> None:
         "cli/__init__.py": "",
         "cli/ok.py": "from ropelab.hf import extend\nfrom ropelab.rope import Rope\nimport ropelab\n",
         "cli/bad.py": "from ropelab.rope import secret, Rope\nimport ropelab.rope.core as core\n",
+        # reaching past __all__ through attributes of what it imported
+        "cli/sly.py": "import ropelab.hf\nfrom ropelab import rope as r\nropelab.hf.load.f()\nr.core.f()\n",
         "newpkg.py": "from ropelab.errors import RopeConfigError\n",  # not in LAYERS
     }
     for name, text in files.items():
@@ -360,6 +402,8 @@ def test_the_checker_finds_each_kind_of_violation(tmp_path: Path) -> None:
         "cycle: rope",
         "cli-internal: ropelab.cli.bad -> ropelab.rope.secret",
         "cli-internal: ropelab.cli.bad -> ropelab.rope.core",
+        "cli-internal: ropelab.cli.sly -> ropelab.hf.load",
+        "cli-internal: ropelab.cli.sly -> ropelab.rope.core",
         "sideways: lab -> finetune",
         "upward: attention -> hf",
         "unlayered: newpkg",
