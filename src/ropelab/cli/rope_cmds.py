@@ -11,7 +11,7 @@ from ropelab.cli.flags import positive_int
 from ropelab.errors import RopeConfigError
 from ropelab.export import FORMATS, check_exportable, export, export_layers, hf_notes
 from ropelab.report import append_jsonl, format_table
-from ropelab.rope.inspect import pair_views, summarize
+from ropelab.rope import pair_views, summarize
 
 
 def register(sub: argparse._SubParsersAction) -> None:

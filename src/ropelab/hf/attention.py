@@ -9,15 +9,14 @@ every cached key per layer and rotates q and k with the frequencies of the curre
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+from ropelab.hf.attention_methods import attention_level
+from ropelab.hf.extension import Extension
 from ropelab.rope.apply import rotate
-
-if TYPE_CHECKING:
-    from ropelab.hf.extend import Extension
 
 
 def _key_positions(
@@ -61,8 +60,6 @@ def make_attention(ext: Extension) -> Any:
         k_pos = _key_positions(store, getattr(module, "layer_idx", 0) or 0, q_pos, k_len)
         seq_len = int(k_pos.max()) + 1
         if ext.attention != "rope":
-            from ropelab.hf.attention_methods import attention_level
-
             out = attention_level(ext, query, key, value, q_pos, k_pos, attention_mask, scaling)
             return out.transpose(1, 2).contiguous(), None
         cos_q, sin_q = rope.cos_sin(q_pos, dtype=query.dtype, seq_len=seq_len)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from ropelab.attention import rerope_attention, self_extend_attention
 from ropelab.errors import RopeConfigError
-
-if TYPE_CHECKING:
-    from ropelab.hf.extend import Extension
+from ropelab.hf.extension import Extension
 
 
 def attention_level(
@@ -27,8 +24,6 @@ def attention_level(
     The methods are causal by position; a mask that hides more than that (left padding) is refused
     rather than silently ignored.
     """
-    from ropelab.attention import rerope_attention, self_extend_attention
-
     if attention_mask is not None:
         causal = (k_pos[:, None, :] <= q_pos[:, :, None])[:, None]
         mask = attention_mask[..., : key.shape[2]]

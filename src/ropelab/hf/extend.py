@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -40,6 +39,8 @@ from torch import nn
 from ropelab.attention.registry import ATTENTION_METHODS
 from ropelab.errors import RopeConfigError, did_you_mean
 from ropelab.export import to_hf
+from ropelab.hf.attention import register_attention
+from ropelab.hf.extension import Extension
 from ropelab.rope.core import Rope, extended_layer_types, is_per_layer
 from ropelab.rope.frequencies import METHODS
 
@@ -47,29 +48,6 @@ from ropelab.rope.frequencies import METHODS
 _NATIVE = {"default", "linear", "ntk", "ntk-by-parts", "yarn", "llama3", "proportional"}
 _OPTIONS = {"window", "leak", "group", "layout", "layer_types"}
 _counter = itertools.count()
-
-
-@dataclass(frozen=True)
-class Extension:
-    """What ``extend`` applied: the Rope (frequencies) and the attention variant."""
-
-    name: str
-    rope: Rope = field(compare=False)
-    attention: str = "rope"  # "rope" | "rerope" | "leaky-rerope" | "self-extend"
-    window: int | None = None
-    leak: float | None = None
-    group: int | None = None
-    native: bool = False
-    layer_types: tuple[str, ...] | None = None  # per-layer-type models: the layer types it replaces
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"method": self.name, "rope": self.rope.to_dict(), "attention": self.attention}
-        if self.layer_types is not None:
-            out["layer_types"] = list(self.layer_types)
-        for key in ("window", "leak", "group"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
 
 
 # --------------------------------------------------------------------------- geometry
@@ -313,8 +291,6 @@ def _apply_native(model: nn.Module, ext: Extension, state: dict[str, Any]) -> No
 
 
 def _apply_attention(model: nn.Module, ext: Extension, state: dict[str, Any]) -> None:
-    from ropelab.hf.attention import register_attention
-
     try:  # keep the config loadable by transformers where it can express the method
         params = to_hf(ext.rope) if ext.attention == "rope" else None
     except RopeConfigError:

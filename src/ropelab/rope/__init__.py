@@ -1,4 +1,4 @@
-"""RoPE: the methods' frequencies, the `Rope` object and the rotation itself."""
+"""RoPE: the methods' frequencies, the `Rope` object, the rotation itself and the per-pair view."""
 
 from ropelab.rope.apply import apply_rotary, apply_rotary_, rotate
 from ropelab.rope.config import RopeConfig
@@ -12,12 +12,14 @@ from ropelab.rope.core import (
 )
 from ropelab.rope.frequencies import METHODS, Method, base_inv_freq, get_method
 from ropelab.rope.hf_config import check_hf_config_values, parse_hf_config
+from ropelab.rope.inspect import PairView, pair_views, summarize
 
 __all__ = [
     "ALL_LAYERS",
     "FULL_ATTENTION",
     "METHODS",
     "Method",
+    "PairView",
     "Rope",
     "RopeConfig",
     "apply_rotary",
@@ -27,7 +29,9 @@ __all__ = [
     "extended_layer_types",
     "get_method",
     "is_per_layer",
+    "pair_views",
     "parse_hf_config",
     "ropes_from_hf",
     "rotate",
+    "summarize",
 ]

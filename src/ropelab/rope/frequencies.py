@@ -1,6 +1,7 @@
 """One pure function per RoPE method, chosen by name from :data:`METHODS`.
 
-Every function has the signature ``fn(cfg: RopeConfig, seq_len: int | None) -> (inv_freq, scaling)``:
+Every function has the signature ``fn(cfg: RopeParams, seq_len: int | None) -> (inv_freq, scaling)``
+(``cfg`` is in practice a validated :class:`ropelab.RopeConfig`, a subclass of ``RopeParams``):
 
 - ``inv_freq``: float32 tensor ``[d/2]`` (``[head_dim/2]`` for ``proportional``), the inverse
   frequencies theta_i of the rotary pairs;
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ropelab.rope.config import DEFAULT_MIXED_EXPONENT, RopeConfig
+from ropelab.rope.params import DEFAULT_MIXED_EXPONENT, RopeParams
 
-MethodFn = Callable[[RopeConfig, "int | None"], "tuple[torch.Tensor, float]"]
+MethodFn = Callable[[RopeParams, "int | None"], "tuple[torch.Tensor, float]"]
 
 
 def base_inv_freq(base: float, dim: int) -> torch.Tensor:
@@ -32,19 +33,19 @@ def base_inv_freq(base: float, dim: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- methods
-def default(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def default(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Plain RoPE: theta_i = b^(-2i/d). Su et al. 2021, RoFormer, arXiv 2104.09864."""
     return base_inv_freq(cfg.base, cfg.rotary_dim), 1.0
 
 
-def linear(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def linear(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Position Interpolation: theta_i / s, i.e. positions m/s. Chen et al. 2023, arXiv 2306.15595."""
     inv_freq = base_inv_freq(cfg.base, cfg.rotary_dim)
     inv_freq /= cfg.scale
     return inv_freq, 1.0
 
 
-def ntk(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def ntk(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Static NTK-aware scaling: base b' = b * s^(d/(d-2)) (bloc97, r/LocalLLaMA, 2023).
 
     The fastest pair keeps its frequency (extrapolates); the slowest one is divided by exactly s (as PI).
@@ -53,7 +54,7 @@ def ntk(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, floa
     return base_inv_freq(cfg.base * cfg.scale ** (d / (d - 2)), d), 1.0
 
 
-def ntk_mixed(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def ntk_mixed(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """NTK-mixed: theta_j / exp(a * j^c), j = 1 .. d/2, a = ln(s) / (d/2)^c (Su, kexue.fm 9706).
 
     The slowest pair is divided by exactly s; faster pairs progressively less. Same convention as
@@ -67,7 +68,7 @@ def ntk_mixed(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor
     return (base_inv_freq(cfg.base, d).double() / lam).float(), 1.0
 
 
-def dynamic(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def dynamic(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Dynamic NTK: for l > L, b' = b * (s*l/L - (s-1))^(d/(d-2)); theta_i for l <= L (emozilla 2023).
 
     L is the trained length (transformers uses ``max_position_embeddings`` for it).
@@ -91,7 +92,7 @@ def longrope_attention(scale: float, trained: int) -> float:
     return 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(trained))
 
 
-def _yarn_ramp_inv_freq(cfg: RopeConfig, scale: float) -> torch.Tensor:
+def _yarn_ramp_inv_freq(cfg: RopeParams, scale: float) -> torch.Tensor:
     """NTK-by-parts frequencies: a linear ramp in the pair index between beta_fast and beta_slow.
 
     D(r) = d*ln(L0/(2*pi*r)) / (2*ln b) is the pair index that completes r rotations in L0 tokens;
@@ -122,7 +123,7 @@ def _yarn_ramp_inv_freq(cfg: RopeConfig, scale: float) -> torch.Tensor:
     return interpolation * (1 - keep) + extrapolation * keep
 
 
-def _yarn_attention_factor(cfg: RopeConfig, scale: float) -> float:
+def _yarn_attention_factor(cfg: RopeParams, scale: float) -> float:
     if cfg.attention_factor is not None:
         return float(cfg.attention_factor)
     if cfg.mscale and cfg.mscale_all_dim:
@@ -130,7 +131,7 @@ def _yarn_attention_factor(cfg: RopeConfig, scale: float) -> float:
     return yarn_mscale(scale)
 
 
-def ntk_by_parts(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def ntk_by_parts(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """NTK-by-parts: YaRN's frequency ramp without its attention temperature.
 
     Peng et al. 2023, YaRN, arXiv 2309.00071, section 3.2.
@@ -138,7 +139,7 @@ def ntk_by_parts(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Ten
     return _yarn_ramp_inv_freq(cfg, cfg.scale), 1.0
 
 
-def yarn(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def yarn(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """YaRN: NTK-by-parts frequencies and cos/sin scaled by 0.1*ln(s)+1.
 
     Peng et al. 2023, arXiv 2309.00071; transformers ``yarn`` (DeepSeek mscale / mscale_all_dim too).
@@ -147,7 +148,7 @@ def yarn(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, flo
     return _yarn_ramp_inv_freq(cfg, scale), _yarn_attention_factor(cfg, scale)
 
 
-def dynamic_yarn(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def dynamic_yarn(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Dynamic YaRN: YaRN with s = max(1, l/L0) recomputed as the sequence grows (YaRN repository)."""
     trained = cfg.trained_length
     assert trained is not None
@@ -155,7 +156,7 @@ def dynamic_yarn(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Ten
     return _yarn_ramp_inv_freq(cfg, scale), _yarn_attention_factor(cfg, scale)
 
 
-def llama3(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def llama3(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Llama 3.1: keep short wavelengths, divide long ones by s, blend between (Meta, 2024).
 
     Wavelengths below L0/high_freq_factor are untouched; above L0/low_freq_factor divided by s;
@@ -178,7 +179,7 @@ def llama3(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, f
     return torch.where(is_medium, smoothed, scaled), 1.0
 
 
-def longrope(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def longrope(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """LongRoPE: theta_i / ext_i, ext = long_factor if l > L0 else short_factor.
 
     Ding et al. 2024, arXiv 2402.13753; transformers ``longrope`` (Phi-3). Attention factor
@@ -198,7 +199,7 @@ def longrope(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor,
     return 1.0 / (ext_factors * cfg.base**shape), attention
 
 
-def proportional(cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+def proportional(cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Proportional RoPE (transformers ``proportional``): exponents over the whole head_dim.
 
     The first ``int(partial * head_dim // 2)`` pairs get theta_i = b^(-2i/head_dim) / s, the rest get
@@ -227,7 +228,7 @@ class Method:
     dynamic: bool = False
     hf_name: str | None = None
 
-    def __call__(self, cfg: RopeConfig, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+    def __call__(self, cfg: RopeParams, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
         return self.fn(cfg, seq_len)
 
 
