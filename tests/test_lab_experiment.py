@@ -268,3 +268,22 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys, argv: list[str], f
     err = capsys.readouterr().err
     assert code == 2
     assert fragment in err and err.count("\n") == 1, err
+
+
+def test_lab_train_trains_first_then_evaluates_and_resumes(tmp_path: Path, corpus) -> None:
+    """--train: the evaluation's keys exist only once the model does; a second run does nothing."""
+    config = LabConfig(multiples=(1, 2), eval_windows=2, methods=("pi",), finetune_steps=0, threads=1)
+
+    def lab():
+        return run_lab(
+            tmp_path, config, train=True, recipe=TINY, corpus=corpus, progress=False, encodings=("rope",)
+        )["outcome"]
+
+    first = lab()
+    assert first.units_run == ["train rope", "eval rope none", "eval rope linear"] and first.complete
+    trained = tmp_path / "checkpoints" / "rope.safetensors"
+    rows = list(read_jsonl(tmp_path / "results.jsonl"))
+    assert rows[0]["experiment"] == "train" and not any(missing_fields(r) for r in rows)
+    assert {r["model_id"] for r in rows} == {hashlib.sha256(trained.read_bytes()).hexdigest()}
+    again = lab()
+    assert again.units_run == [] and len(again.records) == len(first.records)

@@ -90,7 +90,7 @@ class Lab:
     def load(self, encoding: str) -> tuple[TinyDecoder, dict[str, Any]]:
         return load_checkpoint(self.model_path(encoding), corpus_sha256=self.data["corpus_sha256"])
 
-    def context(self, encoding: str, command: str = "lab") -> dict[str, Any] | None:
+    def context(self, encoding: str) -> dict[str, Any] | None:
         """The provenance of ``encoding``'s rows (model_id = the checkpoint's sha256); None while a
         ``--train`` checkpoint does not exist yet."""
         path = self.model_path(encoding)
@@ -102,17 +102,17 @@ class Lab:
                 "committed checkpoints), or point --checkpoints at a folder of `ropelab train` outputs"
             )
         stat = path.stat()
-        model_id = (str(path), f"{stat.st_mtime_ns}:{stat.st_size}:{command}")
-        if model_id not in self._contexts:
-            self._contexts[model_id] = lab_context(
-                command=command,
+        seen = (str(path), f"{stat.st_mtime_ns}:{stat.st_size}")  # a retrained file is hashed again
+        if seen not in self._contexts:
+            self._contexts[seen] = lab_context(
+                command="lab",
                 model=encoding,
                 model_id=file_sha256(path),
                 trained_length=int(read_meta(path)["train"]["length"]),
                 corpus_sha256=str(self.data["corpus_sha256"]),
                 threads=self.config.threads,
             )
-        return self._contexts[model_id]
+        return self._contexts[seen]
 
     def append(self, row: dict[str, Any]) -> None:
         if row["key"] in self._rows:  # e.g. a fine-tuning step evaluated again after a resume

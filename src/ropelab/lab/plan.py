@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 def train_unit(lab: Lab, recipe: TrainRecipe) -> Unit:
+    """Train ``recipe``'s model into the lab's checkpoint folder (``--train``); one ``train`` row."""
     # the recipe and the corpus decide the weights (training is deterministic): the key holds no file
     plan_context = lab_context(
         command="lab",
@@ -43,6 +44,8 @@ def train_unit(lab: Lab, recipe: TrainRecipe) -> Unit:
 
 
 def eval_unit(lab: Lab, encoding: str, label: str) -> Unit:
+    """Evaluate ``encoding``'s model with ``label`` at every length: a ``length`` and a ``context`` row
+    per length (:func:`ropelab.lab.zero_shot.evaluate_method`)."""
     c = lab.config
     lab.context(encoding)  # a missing checkpoint is refused here, before any work
 
@@ -95,6 +98,8 @@ def _finetune_key(lab: Lab, ctx: dict[str, Any], label: str, step: int | None) -
 
 
 def finetune_unit(lab: Lab, label: str) -> Unit:
+    """Fine-tune the RoPE model with ``label`` (:func:`ropelab.lab.finetuning.finetune_curve`): one
+    ``finetune`` row per evaluation step; resumable from ``OUT/finetune/LABEL-KEY.state.pt``."""
     c = lab.config
     lab.context("rope")
     steps = sorted({*range(0, c.finetune_steps, c.finetune_eval_every), c.finetune_steps})
