@@ -23,10 +23,12 @@ from ropelab.lab.tables import (
     finetune_context_rows,
     finetune_rows,
     index_rows,
+    labels_of,
     lengths_of,
     method_rows,
+    models_of,
     nx,
-    row_label,
+    settings_of,
     trained_of,
 )
 from ropelab.report import format_table
@@ -52,28 +54,6 @@ SETUP = """\
   position n scaled by max(1, log(n+1) / log T)."""
 
 
-def _models(records: Records) -> list[str]:
-    """The encodings evaluated as trained, in the rows' order."""
-    return list(dict.fromkeys(r["model"] for r in records if r.get("experiment") == "length"))
-
-
-def _labels(records: Records) -> list[str]:
-    """The methods on the RoPE model other than ``none``, in the rows' order."""
-    labels = (row_label(r) for r in records if r.get("experiment") == "length" and r.get("model") == "rope")
-    return [label for label in dict.fromkeys(labels) if label != "none"]
-
-
-def _settings(records: Records) -> dict[str, Any]:
-    """What the rows say about the run's settings (windows per evaluation, fine-tuning settings)."""
-    out: dict[str, Any] = {}
-    for r in records:
-        if r.get("experiment") == "length" and "eval_windows" not in out:
-            out["eval_windows"] = r.get("windows")
-        if r.get("experiment") == "finetune" and r.get("finetune_settings"):
-            out = {**r["finetune_settings"], **out}
-    return out
-
-
 def _render(
     records: Records,
     out: Path,
@@ -83,9 +63,9 @@ def _render(
     settings: Mapping[str, Any] | None,
 ) -> tuple[list[str], list[str], dict[str, Any]]:
     """(setup markdown, results markdown, tables and plot paths); writes the PNGs into ``out``."""
-    models = _models(records) if models is None else list(models)
-    labels = _labels(records) if labels is None else list(labels)
-    settings = {**_settings(records), **(settings or {})}
+    models = models_of(records) if models is None else list(models)
+    labels = labels_of(records) if labels is None else list(labels)
+    settings = {**settings_of(records), **(settings or {})}
     lengths = lengths_of(records)
     T = trained_of(records) if lengths else 0
     enc_rows = encoding_rows(records, models) if lengths else []
@@ -155,9 +135,14 @@ def _render(
         md += [
             "## Fine-tuning the RoPE model at 4x",
             "",
-            f"{c.get('finetune_steps')} steps at length {c.get('finetune_multiple')}T, batch "
-            f"{c.get('finetune_batch_size')}, AdamW lr {c.get('finetune_lr')} (warm-up "
-            f"{c.get('finetune_warmup')}, then constant), the same data order for every method. "
+            f"{c.get('finetune_steps')} steps at length {c.get('finetune_multiple')}T"
+            + (
+                f", batch {c['finetune_batch_size']}, AdamW lr {c.get('finetune_lr')} (warm-up "
+                f"{c.get('finetune_warmup')}, then constant)"
+                if c.get("finetune_batch_size") is not None
+                else ""
+            )
+            + ", the same data order for every method. "
             "Loss over all positions of the first 4T tokens of the held-out windows:",
             "",
             format_table(ft_rows, ["step", *ft_methods], markdown=True),

@@ -53,6 +53,31 @@ def nx(length: int, trained: int) -> str:
     return f"{length / trained:g}x"
 
 
+def models_of(records: Records) -> list[str]:
+    """The encodings evaluated as trained, in the rows' order."""
+    return list(dict.fromkeys(r["model"] for r in records if r.get("experiment") == "length"))
+
+
+def labels_of(records: Records) -> list[str]:
+    """The methods on the RoPE model other than ``none``, in the rows' order."""
+    labels = (row_label(r) for r in records if r.get("experiment") == "length" and r.get("model") == "rope")
+    return [label for label in dict.fromkeys(labels) if label != "none"]
+
+
+def settings_of(records: Records) -> dict[str, Any]:
+    """What the rows say about the run's settings (windows per evaluation, fine-tuning settings)."""
+    out: dict[str, Any] = {}
+    for r in records:
+        if r.get("experiment") == "length" and "eval_windows" not in out:
+            out["eval_windows"] = r.get("windows")
+        if r.get("experiment") == "finetune":
+            # rows of an older layout carry no settings: the steps and the multiple are in the rows
+            steps = max(int(r["step"]), out.get("finetune_steps", 0))
+            out = {**r.get("finetune_settings", {}), "finetune_multiple": r.get("multiple"), **out}
+            out["finetune_steps"] = steps
+    return out
+
+
 def encoding_rows(records: Records, models: Sequence[str]) -> list[dict[str, Any]]:
     """Per encoding: loss inside T (first T tokens), beyond T at each length; and the context view."""
     T, lengths = trained_of(records), lengths_of(records)
