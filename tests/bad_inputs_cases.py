@@ -58,7 +58,7 @@ CASES: list[Case] = [
     Case("8", ("passkey", "--threads", "-1"), "--threads: must be >= 1"),
     Case("8", ("train", "--encoding", "rope", "--threads", "-1"), "--threads: must be >= 1"),
     Case("8", ("finetune", "--length", "64", "--threads", "-1"), "--threads: must be >= 1"),
-    Case("8", ("lab", "--threads", "0"), "threads must be an integer >= 1"),
+    Case("8", ("lab", "--threads", "0"), "--threads: must be >= 1"),
     Case("9", ("eval", "--threads", "0"), "--threads: must be >= 1"),
     Case("8", ("eval", "--lengths", "infk"), "expected lengths"),
     Case("8", ("eval", "--lengths", "nan"), "expected lengths"),

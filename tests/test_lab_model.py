@@ -84,7 +84,7 @@ def test_methods_at_the_trained_length_are_plain_rope() -> None:
 
 
 def test_method_policy() -> None:
-    assert method_params("pi", trained=128, length=512) == {"method": "pi", "log_n": False, "factor": 4.0}
+    assert method_params("pi", trained=128, length=512) == {"method": "linear", "log_n": False, "factor": 4.0}
     assert (
         method_params("self-extend+log-n", trained=128, length=2048)["group"] == 31
     )  # (128-64)*31+64 >= 2048
@@ -94,5 +94,5 @@ def test_method_policy() -> None:
     with pytest.raises(RopeConfigError, match="did you mean 'yarn'"):
         split_label("yarm")
     assert method_params("ntk*4+log-n", trained=128, length=512)["factor"] == 16.0
-    with pytest.raises(RopeConfigError, match="A >= 1"):
+    with pytest.raises(RopeConfigError, match="static factor"):
         split_label("rerope*2")

@@ -10,7 +10,15 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from ropelab.cli.flags import positive_int
+from ropelab.cli.flags import (
+    add_batch_size,
+    add_out,
+    add_quiet,
+    add_save_every,
+    add_threads,
+    length,
+    positive_int,
+)
 from ropelab.errors import RopeConfigError
 
 _TRAIN_HELP = {
@@ -45,7 +53,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ropelab.lab.recipe import LAB_RECIPE
+    from ropelab.lab import LAB_RECIPE, LabConfig
 
     p = sub.add_parser(
         "train",
@@ -59,15 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default = getattr(LAB_RECIPE, f.name)
         g.add_argument(
             f"--{f.name.replace('_', '-')}",
-            type=type(default),
+            type=length if f.name == "length" else type(default),
             default=default,
             required=f.name == "encoding",
             help=f"{_TRAIN_HELP.get(f.name, '')} (default {default})",
         )
-    p.add_argument("--checkpoint-every", type=int, default=100, help="save a resume state every N steps")
-    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", type=Path, default=Path("out/train"), help="output folder (default out/train)")
+    add_save_every(p, default=100)
+    add_threads(p, default=2)
+    add_quiet(p)
+    add_out(p, "out/train")
     p.set_defaults(run=run_train)
 
     p = sub.add_parser(
@@ -78,60 +86,60 @@ def register(sub: argparse._SubParsersAction) -> None:
         "plain RoPE, PI, NTK and YaRN, and write OUT/report.md, plots and results.jsonl. Started again, "
         "it recomputes nothing already done.",
     )
-    p.add_argument("--out", type=Path, default=Path("out/lab"), help="output folder (default out/lab)")
+    add_out(p, "out/lab")
     p.add_argument("--train", action="store_true", help="first train the lab models into OUT/checkpoints")
     p.add_argument("--checkpoints", type=Path, help="folder of lab checkpoints (default: the committed ones)")
     p.add_argument("--encodings", type=_split, help="comma-separated subset of the lab encodings")
-    p.add_argument("--methods", type=_split, help="zero-shot methods on the RoPE model (NAME or NAME+log-n)")
+    p.add_argument(
+        "--methods",
+        type=_split,
+        help="zero-shot methods on the RoPE model: NAME[*A][+log-n], names and aliases of `ropelab methods` "
+        "(pi = linear)",
+    )
     p.add_argument(
         "--multiples", type=_ints, help="evaluation lengths as multiples of T (default 1,2,4,8,16)"
     )
     p.add_argument("--eval-windows", type=int, help="held-out windows per evaluation (default 16)")
     p.add_argument(
-        "--finetune-methods", type=_split, help="methods to fine-tune with (default none,pi,ntk,yarn)"
+        "--finetune-methods", type=_split, help="methods to fine-tune with (default none,linear,ntk,yarn)"
     )
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps per method; 0 skips (default 150)")
     p.add_argument("--finetune-eval-every", type=int, help="evaluate at 4x every N steps (default 25)")
-    p.add_argument("--finetune-batch-size", type=int, help="fine-tuning batch size (default 4)")
+    add_batch_size(p, default=LabConfig.finetune_batch_size, what="fine-tuning sequences per step")
+    # the lab's old spelling of --batch-size
+    p.add_argument("--finetune-batch-size", dest="batch_size", type=positive_int, help=argparse.SUPPRESS)
     p.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default 5e-4)")
     p.add_argument(
         "--train-steps", type=int, help="with --train: steps per model (default: the committed recipe)"
     )
-    p.add_argument("--threads", type=int, help="torch threads (default 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(p, default=2)
+    add_quiet(p)
     p.set_defaults(run=run_lab)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ropelab.lab.recipe import LAB_RECIPE, TrainRecipe, train_model
-    from ropelab.report import append_jsonl, format_table
+    from ropelab.lab import LAB_RECIPE, TrainRecipe, train_and_record
+    from ropelab.report import format_table
 
     recipe = TrainRecipe.from_dict({f.name: getattr(args, f.name) for f in fields(LAB_RECIPE)})
-    if args.checkpoint_every < 1 or args.threads < 1:
-        raise RopeConfigError("--checkpoint-every and --threads must be >= 1")
-    summary = train_model(
+    summary = train_and_record(
         recipe,
         args.out,
         progress=not args.quiet and sys.stderr.isatty(),
-        checkpoint_every=args.checkpoint_every,
+        save_every=args.save_every,
         threads=args.threads,
     )
-    assert summary is not None
     row = {
         "encoding": recipe.encoding,
         **{k: summary.get(k) for k in ("steps", "train_loss", "val_loss", "seconds")},
     }
     row["checkpoint"] = summary["path"] + (" (already trained)" if summary.get("skipped") else "")
     print(format_table([row]))
-    append_jsonl(
-        Path(args.out) / "results.jsonl", {"command": "train", "recipe": recipe.to_dict(), **summary}
-    )
     return 0
 
 
 def run_lab(args: argparse.Namespace) -> int:
-    from ropelab.lab.experiment import LabConfig, run_lab
-    from ropelab.lab.recipe import LAB_ENCODINGS, LAB_RECIPE
+    from ropelab.lab import LAB_ENCODINGS, LAB_RECIPE, LabConfig, run_lab
     from ropelab.report import format_table
 
     overrides = {
@@ -141,7 +149,7 @@ def run_lab(args: argparse.Namespace) -> int:
         "finetune_methods": args.finetune_methods,
         "finetune_steps": args.finetune_steps,
         "finetune_eval_every": args.finetune_eval_every,
-        "finetune_batch_size": args.finetune_batch_size,
+        "finetune_batch_size": args.batch_size,
         "finetune_lr": args.finetune_lr,
         "threads": args.threads,
     }
