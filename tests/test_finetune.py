@@ -247,7 +247,7 @@ def test_lab_model_finetunes_and_saves(tmp_path: Path) -> None:
     )  # fmt: skip
     assert cfg.method == "linear"  # the canonical name, whatever the spelling
     summary = _lab_run(cfg, tmp_path)
-    assert summary["target"]["method"] == "linear" and summary["target"]["lab_label"] == "pi"
+    assert summary["target"]["method"] == "linear" and summary["target"]["lab_label"] == "linear"
     assert summary["target"]["params"] == {"factor": 2.0}
     first, last = summary["evals"][0], summary["evals"][-1]
     assert last["loss"] < first["loss"]  # PI zero-shot hurts; two steps already repair some of it

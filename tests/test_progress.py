@@ -97,3 +97,19 @@ def test_format_duration() -> None:
         "1h00m",
         "2h02m",
     ]
+
+
+def test_log_lines_take_tqdms_other_calls_and_a_resumed_start() -> None:
+    """The lab and the training loop call set_description / set_postfix and pass ``initial``."""
+    out, now = io.StringIO(), [0.0]
+    bar = progress_bar(10, desc="lab", unit="units", stream=out, interval=30, clock=lambda: now[0], initial=4)
+    assert out.getvalue() == "lab: 4/10 units (40%), 0s elapsed\n"  # a resumed run says so at once
+    bar.set_description("rope L=512")
+    now[0] = 40.0
+    bar.update(2)  # 2 units in 40 s: 4 to go take about 80 s (the 4 skipped ones do not count)
+    assert (
+        out.getvalue().splitlines()[-1] == "lab: 6/10 units (60%), 40s elapsed, about 1m20s left - rope L=512"
+    )
+    bar.set_postfix(loss="1.234")
+    bar.close()
+    assert out.getvalue().splitlines()[-1].endswith("- loss=1.234")

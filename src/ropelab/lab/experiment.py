@@ -12,7 +12,6 @@ recomputed. ``report.md``, the plots and the terminal tables are made from the r
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -163,18 +162,10 @@ class Lab:
         return outcome
 
     def _make_bar(self, total: int, initial: int) -> Any:
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
+        """A bar on a terminal; a line every 30 s in a log (``make demo > log``); nothing if quiet."""
+        from ropelab.report import progress_bar
 
-        return tqdm(
-            total=total,
-            initial=initial,
-            desc="lab",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            disable=not sys.stderr.isatty(),
-        )
+        return progress_bar(total, initial=initial, desc="lab", unit="units", disable=not self.progress)
 
 
 def run_lab(

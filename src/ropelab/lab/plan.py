@@ -1,12 +1,13 @@
 """The lab's plan: the :class:`~ropelab.lab.units.Unit` of each job (train a model, evaluate a method,
-fine-tune with a method), bound to a :class:`~ropelab.lab.experiment.Lab` for its folder, checkpoints
-and rows. Each unit's keys and rows come from :mod:`ropelab.lab.records`.
+fine-tune with a method), bound to the lab that runs them (:class:`Lab`, a protocol) for its folder,
+checkpoints and rows. Each unit's keys and rows come from :mod:`ropelab.lab.records`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from ropelab.lab.finetuning import finetune_curve
 from ropelab.lab.recipe import TrainRecipe, train_model
@@ -14,8 +15,30 @@ from ropelab.lab.records import eval_key, finetune_key, lab_context, method_row,
 from ropelab.lab.units import Unit
 from ropelab.lab.zero_shot import evaluate_method
 
-if TYPE_CHECKING:
-    from ropelab.lab.experiment import Lab
+
+class Lab(Protocol):
+    """What a unit needs of :class:`ropelab.lab.experiment.Lab` (a protocol: the plan does not import the
+    class that runs it)."""
+
+    out: Path
+    checkpoints: Path
+    config: Any
+    corpus: Any
+    data: dict[str, Any]
+    bar: Any
+    finetune_stop_after: int | None
+
+    def windows(self, trained: int) -> Any: ...
+
+    def model_path(self, encoding: str) -> Path: ...
+
+    def load(self, encoding: str) -> tuple[Any, dict[str, Any]]: ...
+
+    def context(self, encoding: str) -> dict[str, Any] | None: ...
+
+    def append(self, row: dict[str, Any]) -> None: ...
+
+    def lengths(self, trained: int) -> list[int]: ...
 
 
 def train_unit(lab: Lab, recipe: TrainRecipe) -> Unit:

@@ -7,21 +7,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ropelab.lab.methods import METHODS, parse_label
 from ropelab.lab.tables import Records, finetune_rows, index_rows, lengths_of, nx, trained_of
+from ropelab.registry import REGISTRY, parse_method
 from ropelab.report.plots import legend_outside, pyplot, series_styles
 
 
 def _style(label: str) -> dict[str, Any]:
     """The line style of a lab method label ``NAME[*A][+log-n]``.
 
-    The method name picks colour and marker (:func:`ropelab.report.plots.series_styles` over the
-    lab's METHODS, in registry order, so any number of methods works and a method keeps its colour
-    in every plot); the variant picks the line: plain solid, ``+log-n`` dashed with a hollow marker,
-    ``*A`` dotted with A as the marker, ``*A+log-n`` dash-dot with A as the marker.
+    The method name picks colour and marker (:func:`ropelab.report.plots.series_styles` over every
+    method of :data:`ropelab.REGISTRY`, in registry order, so there is no fixed count and a method keeps
+    its colour in every plot); the variant picks the line: plain solid, ``+log-n`` dashed with a hollow
+    marker, ``*A`` dotted with A as the marker, ``*A+log-n`` dash-dot with A as the marker.
     """
-    name, log_n, alpha = parse_label(label)
-    base = series_styles(list(METHODS))[name]
+    spec = parse_method(label)
+    log_n, alpha = spec.log_n, spec.multiplier
+    methods = [n for n, e in REGISTRY.items() if e.kind != "encoding"]
+    base = series_styles(methods)[spec.method]
     style = {"color": base["color"], "linestyle": "--" if log_n else "-", "marker": base["marker"]}
     if log_n:
         style["markerfacecolor"] = "none"

@@ -22,6 +22,10 @@ class Progress(Protocol):
 
     def set_postfix_str(self, s: str = "") -> Any: ...
 
+    def set_postfix(self, **values: Any) -> Any: ...
+
+    def set_description(self, desc: str = "") -> Any: ...
+
     def close(self) -> Any: ...
 
     def __enter__(self) -> Progress: ...
@@ -50,6 +54,12 @@ class _Silent:
     def set_postfix_str(self, s: str = "") -> None:
         pass
 
+    def set_postfix(self, **values: Any) -> None:
+        pass
+
+    def set_description(self, desc: str = "") -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -68,12 +78,21 @@ class _LogLines:
     """
 
     def __init__(
-        self, total: int, desc: str, unit: str, stream: IO[str], interval: float, clock: Callable[[], float]
+        self,
+        total: int,
+        desc: str,
+        unit: str,
+        stream: IO[str],
+        interval: float,
+        clock: Callable[[], float],
+        initial: int = 0,
     ) -> None:
         self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
         self.interval, self.clock = interval, clock
-        self.n, self.postfix, self.closed = 0, "", False
+        self.n, self.initial, self.postfix, self.closed = initial, initial, "", False
         self.start = self.last = clock()
+        if initial:  # a resumed run says at once how much was already done
+            self._write(self.start)
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -82,6 +101,14 @@ class _LogLines:
     def set_postfix_str(self, s: str = "") -> None:
         self.postfix = s
         self._maybe_write()
+
+    def set_postfix(self, **values: Any) -> None:
+        """tqdm's keyword form: ``loss=1.2, lr=1e-4`` -> ``loss=1.2, lr=1e-4`` after the line."""
+        self.set_postfix_str(", ".join(f"{k}={v}" for k, v in values.items()))
+
+    def set_description(self, desc: str = "") -> None:
+        """tqdm's description (the lab names the unit running): shown after the counts."""
+        self.set_postfix_str(desc)
 
     def close(self) -> None:
         if not self.closed:
@@ -101,8 +128,9 @@ class _LogLines:
         if self.total > 0:
             text += f" ({self.n / self.total:.0%})"
         text += f", {format_duration(elapsed)} elapsed"
-        if 0 < self.n < self.total:
-            text += f", about {format_duration(elapsed / self.n * (self.total - self.n))} left"
+        done = self.n - self.initial  # units of this run: the rate excludes what a resume skipped
+        if done > 0 and self.n < self.total:
+            text += f", about {format_duration(elapsed / done * (self.total - self.n))} left"
         return f"{text} - {self.postfix}" if self.postfix else text
 
     def _maybe_write(self) -> None:
@@ -132,6 +160,7 @@ def progress_bar(
     stream: IO[str] | None = None,
     interval: float = 30.0,
     clock: Callable[[], float] = time.monotonic,
+    initial: int = 0,
 ) -> Progress:
     """Progress over ``total`` units with ``.update(n=1)``, ``.set_postfix_str(s)``, ``.close()``,
     usable as a context manager.
@@ -139,6 +168,7 @@ def progress_bar(
     On a terminal ``stream`` (default ``sys.stderr``, looked up at call time): a tqdm bar. Elsewhere
     (a log file, a pipe): one plain flushed line every ``interval`` seconds of ``clock`` time, checked
     on each update or postfix change, and a last line at close. ``disable=True`` writes nothing.
+    ``initial``: units already done (a resumed run).
     """
     if total < 0:
         raise RopeConfigError(f"progress_bar: total must be >= 0, got {total}")
@@ -150,5 +180,5 @@ def progress_bar(
     if _is_terminal(stream):
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, file=stream)
-    return _LogLines(total, desc, unit, stream, interval, clock)
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=stream, dynamic_ncols=True)
+    return _LogLines(total, desc, unit, stream, interval, clock, initial)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import pickle
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,10 +138,9 @@ def _progress(progress: Any, total: int, initial: int, desc: str) -> tuple[Any, 
     if progress is None or progress is False:
         return None, False
     if progress is True:
-        from tqdm.auto import tqdm
+        from ropelab.report.progress import progress_bar
 
-        bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False)
-        return bar, True
+        return progress_bar(total, initial=initial, desc=desc, unit="steps"), True
     return progress, False
 
 
