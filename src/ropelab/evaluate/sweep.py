@@ -121,6 +121,15 @@ def _doc_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> 
     raise RopeConfigError(f"unknown evaluation mode {plan.mode!r}; choose prefix, sliding or last")
 
 
+#: the order of a method's rows: per metric (prefix before band), by length
+_METRIC_ORDER = ("prefix", "band", "sliding", "last")
+
+
+def _cell_order(cell: str) -> tuple[int, int]:
+    metric, length = cell.split(":")
+    return _METRIC_ORDER.index(metric), int(length)
+
+
 def documents_identity(corpus: str, docs: Sequence[tuple[str, torch.Tensor]], need: int) -> dict[str, str]:
     """The corpus as named and a hash of the documents' names and the token hashes scored."""
     return corpus_identity(corpus, [f"{name}\0{token_sha256(ids[:, :need])}" for name, ids in docs])
@@ -187,7 +196,7 @@ def _run_sweep(
     done = {r["key"]: r for r in read_jsonl(doc_file) if r.get("command") == "eval" and is_current(r)}
     # per row, not per method: a torn (dropped) last row is written again, the others are not
     finished = {
-        (r["key"], r.get("metric"), r.get("length"))
+        (r["key"], r.get("metric"), r.get("length")): r
         for r in read_jsonl(result_file)
         if r.get("command") == "eval" and is_current(r)
     }
@@ -232,7 +241,7 @@ def _run_sweep(
             per_doc.append(cells)
         extend(model, "none")
         method_records = []
-        for cell in per_doc[0]:
+        for cell in sorted(per_doc[0], key=_cell_order):  # computed and resumed units in one order
             metric, length = cell.split(":")
             stat = aggregate(d[cell] for d in per_doc)
             method_records.append(
@@ -253,8 +262,10 @@ def _run_sweep(
                 )
             )
         for record in method_records:
-            if (key, record["metric"], record["length"]) not in finished:
+            cell = (key, record["metric"], record["length"])
+            if cell not in finished:
                 append_jsonl(result_file, record)
-        records.extend(method_records)
+                finished[cell] = record
+            records.append(finished[cell])  # a row already there is returned as it was written
     bar.close()
     return records
