@@ -26,7 +26,7 @@ from ropelab.evaluate.passkey import FILLER, INTRO, QUESTION, cell_prompts, key_
 from ropelab.evaluate.report import passkey_plots, passkey_table
 from ropelab.evaluate.setup import expand_methods, model_or_name
 from ropelab.fsutil import folder_lock
-from ropelab.hf.extend import extend
+from ropelab.hf.extend import Extension, extend
 from ropelab.registry import MethodSpec
 from ropelab.report import append_jsonl, read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
@@ -102,7 +102,7 @@ def passkey_grid(
     t0 = time.perf_counter()
     loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
     say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
-    resolved = loaded.check_methods(specs)
+    extensions = loaded.extensions(specs)
     for length in lengths:  # every prompt fits its length, before the first cell runs
         for depth in depths:
             cell_prompts(loaded.tokenizer, length, depth, trials, seed)
@@ -122,7 +122,7 @@ def passkey_grid(
             loaded.model,
             loaded.tokenizer,
             specs,
-            resolved,
+            extensions,
             context,
             lengths,
             depths,
@@ -139,7 +139,7 @@ def _grid(
     model: Any,
     tokenizer: Any,
     specs: Sequence[MethodSpec],
-    resolved: dict[str, dict[str, Any]],
+    extensions: dict[str, Extension],
     context: dict[str, Any],
     lengths: Sequence[int],
     depths: Sequence[float],
@@ -168,8 +168,9 @@ def _grid(
             for length in lengths
             for depth in depths
         ]
+        ext = extensions[spec.label]
         if any(key not in done for *_, key in cells):
-            extend(model, spec)
+            extend(model, ext)
         for length, depth, key in cells:
             if key not in done:
                 bar.set_postfix_str(f"{spec.label} L={length} depth={depth:g}")
@@ -178,7 +179,7 @@ def _grid(
                 row = stamp(
                     context,
                     spec,
-                    resolved[spec.label],
+                    ext.resolved(),
                     key=key,
                     seed=seed,
                     new_tokens=NEW_TOKENS,

@@ -111,7 +111,7 @@ def evaluate_methods(
     t0 = time.perf_counter()
     loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
     say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
-    loaded.check_methods(specs)  # every method resolves on this model before the long work
+    extensions = loaded.extensions(specs)  # every method resolves on this model before the long work
     plan = EvalPlan(**{**plan.__dict__, "model": loaded.name})
     documents = tokenize_documents(
         loaded.tokenizer, [(d.name, d.text) for d in texts], plan.needed_tokens(), plan.docs
@@ -132,7 +132,9 @@ def evaluate_methods(
     )
     out = Path(out)
     t0 = time.perf_counter()
-    records = run_sweep(loaded.model, documents, plan, specs, out, progress=progress, context=context)
+    records = run_sweep(
+        loaded.model, documents, plan, specs, out, progress=progress, context=context, extensions=extensions
+    )
     wall = time.perf_counter() - t0
     note = f"{len(documents)} documents ({', '.join(n for n, _ in documents)}); wall time {wall:.0f}s."
     report = eval_report(records, title=f"{loaded.name} on {corpus}", note=note)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
-from ropelab.hf.extend import make_extension, model_geometry
+from ropelab.hf.extend import Extension, make_extension, model_geometry
 from ropelab.registry import REGISTRY, MethodSpec, parse_methods
 
 #: the attention methods' options a command sets for every method that takes them
@@ -130,10 +130,11 @@ class LoadedModel:
     def device(self) -> str:
         return str(next(self.model.parameters()).device)
 
-    def check_methods(self, specs: Sequence[MethodSpec]) -> dict[str, dict[str, Any]]:
-        """label -> resolved parameters (:meth:`ropelab.hf.Extension.resolved`) of every spec: a method
-        the model cannot take fails here, before the long work starts."""
-        return {spec.label: make_extension(self.model.config, spec).resolved() for spec in specs}
+    def extensions(self, specs: Sequence[MethodSpec]) -> dict[str, Extension]:
+        """label -> :class:`ropelab.hf.Extension` of every spec, resolved once against the model's config
+        (its :meth:`~ropelab.hf.Extension.resolved` is what rows record): a method the model cannot take
+        fails here, before the long work starts."""
+        return {spec.label: make_extension(self.model.config, spec) for spec in specs}
 
 
 def _identity(name: str) -> str:

@@ -26,7 +26,7 @@ import torch
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
 from ropelab.fsutil import folder_lock
-from ropelab.hf.extend import extend, make_extension, model_geometry
+from ropelab.hf.extend import Extension, extend, make_extension, model_geometry
 from ropelab.registry import MethodSpec
 from ropelab.report import append_jsonl, read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
@@ -170,14 +170,22 @@ def run_sweep(
     *,
     progress: bool = True,
     context: Mapping[str, Any] | None = None,
+    extensions: Mapping[str, Extension] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
-    ``context``: the run's :func:`~ropelab.report.provenance.run_context` (default: :func:`sweep_context`).
+    ``context``: the run's :func:`~ropelab.report.provenance.run_context` (default: :func:`sweep_context`);
+    ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved.
     """
+    extensions = dict(extensions or {})
+    for spec in specs:
+        if spec.label not in extensions:
+            extensions[spec.label] = make_extension(model.config, spec)
     context = dict(context) if context is not None else sweep_context(model, plan, docs)
     with folder_lock(out):  # one process per folder: two would write every row twice
-        return _run_sweep(model, docs, plan, specs, Path(out), progress=progress, context=context)
+        return _run_sweep(
+            model, docs, plan, specs, Path(out), progress=progress, context=context, extensions=extensions
+        )
 
 
 def _run_sweep(
@@ -189,6 +197,7 @@ def _run_sweep(
     *,
     progress: bool,
     context: dict[str, Any],
+    extensions: dict[str, Extension],
 ) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
@@ -210,14 +219,14 @@ def _run_sweep(
         for (name, _), h in zip(docs, hashes, strict=True)
     ]
     for spec in specs:
-        ext = make_extension(model.config, spec)
+        ext = extensions[spec.label]
         resolved = ext.resolved()
         key = resume_key(context, spec, **plan.settings())
         unit_keys = [resume_key(unit, spec, **plan.settings(per_document=True)) for unit in units]
         pending = [k for k in unit_keys if k not in done]
         bar.update(len(docs) - len(pending))
         if pending:
-            extend(model, spec)
+            extend(model, ext)
         per_doc: list[dict[str, Sums]] = []
         for (name, ids), unit, unit_key in zip(docs, units, unit_keys, strict=True):
             if unit_key in done:

@@ -307,22 +307,32 @@ def restore(model: nn.Module) -> nn.Module:
     return model
 
 
-def extend(model: nn.Module, method: str | MethodSpec, **params: Any) -> nn.Module:
+def extend(model: nn.Module, method: str | MethodSpec | Extension, **params: Any) -> nn.Module:
     """Apply ``method`` (with ``factor=`` and the other RoPE parameters, or ``window``/``leak``/
     ``group`` for the attention-level methods) to ``model`` in place and return it.
 
-    The model's geometry (head_dim, rope_theta, partial rotary factor, trained length) comes from its
-    config. ``extend(model, "none")`` restores the original (for a model that ``ropelab finetune``
-    saved with a method transformers lacks, the original *is* that method, re-applied by
-    :func:`ropelab.hf.load.load_model`). See the module docstring for the routes.
+    ``method``: what :func:`make_extension` takes, or an :class:`Extension` it already made for this
+    model's config (so a sweep resolves each method once). The model's geometry (head_dim, rope_theta,
+    partial rotary factor, trained length) comes from its config. ``extend(model, "none")`` restores the
+    original (for a model that ``ropelab finetune`` saved with a method transformers lacks, the original
+    *is* that method, re-applied by :func:`ropelab.hf.load.load_model`). See the module docstring for the
+    routes.
     """
-    name, params = _method_and_params(method, params)
+    ext: Extension | None = None
+    if isinstance(method, Extension):
+        if params:
+            raise RopeConfigError("extend(model, extension) takes no parameters: they are in the extension")
+        ext, plain = method, method.name == "none" and method.native
+    else:
+        name, params = _method_and_params(method, params)
+        plain = name == "none" and not params
     state = _original(model)
     restore(model)
-    if name == "none" and not params:
+    if plain:
         saved = model.__dict__.get("ropelab_saved_method")  # a fine-tuned model's own method
         return extend(model, saved[0], **saved[1]) if saved else model
-    ext = make_extension(model.config, name, **params)
+    if ext is None:
+        ext = make_extension(model.config, name, **params)
     if ext.native:
         _apply_native(model, ext, state)
     else:
