@@ -26,7 +26,7 @@ from ropelab.evaluate.passkey import FILLER, INTRO, QUESTION, cell_prompts, key_
 from ropelab.evaluate.report import passkey_plots, passkey_table
 from ropelab.evaluate.setup import expand_methods, model_or_name
 from ropelab.fsutil import folder_lock
-from ropelab.hf.extend import Extension, extend
+from ropelab.hf import Extension, extend
 from ropelab.registry import MethodSpec
 from ropelab.report import append_jsonl, read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
-from ropelab.hf.extend import Extension, make_extension, model_geometry
+from ropelab.hf import Extension, make_extension, model_geometry
 from ropelab.registry import REGISTRY, MethodSpec, parse_methods
 
 #: the attention methods' options a command sets for every method that takes them

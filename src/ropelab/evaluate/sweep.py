@@ -26,7 +26,7 @@ import torch
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
 from ropelab.fsutil import folder_lock
-from ropelab.hf.extend import Extension, extend, make_extension, model_geometry
+from ropelab.hf import Extension, extend, make_extension, model_geometry
 from ropelab.registry import MethodSpec
 from ropelab.report import append_jsonl, read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
