@@ -47,6 +47,18 @@ def label_of(row: Row) -> str:
     return str(row.get("label") or row.get("method") or "?")
 
 
+def model_of(row: Row) -> str:
+    """The model as named (older eval rows kept it in ``plan``)."""
+    return str(row.get("model") or settings_of(row).get("model") or "?")
+
+
+def corpus_of(row: Row) -> str:
+    """The corpus as named (``corpus.name``; older eval rows kept it in ``plan``)."""
+    corpus = row.get("corpus")
+    name = corpus.get("name") if isinstance(corpus, Mapping) else corpus
+    return str(name or settings_of(row).get("corpus") or "?")
+
+
 def settings_of(row: Row) -> dict[str, Any]:
     """The run's settings: ``settings`` (this version) or the older rows' ``plan``."""
     return dict(row.get("settings") or row.get("plan") or {})
@@ -57,7 +69,7 @@ def _identity(row: Row) -> dict[str, str]:
     corpus = row.get("corpus")
     out = {
         "folder": str(row.get(SOURCE) or ""),
-        "model": str(row.get("model") or settings_of(row).get("model") or ""),
+        "model": model_of(row),
         "model_id": str(row.get("model_id") or ""),
         "dtype": str(row.get("dtype") or ""),
         "device": str(row.get("device") or ""),
@@ -159,17 +171,8 @@ def eval_report(records: Iterable[Row], *, title: str | None = None, note: str =
     """``report.md`` of eval rows: per metric, the loss table and its 95% intervals."""
     records = list(records)
     by_metric = _by_metric(records)
-    models = sorted({str(r.get("model") or settings_of(r).get("model") or "?") for r in records})
-    corpora = sorted(
-        {
-            str(
-                (r.get("corpus") or {}).get("name")
-                if isinstance(r.get("corpus"), Mapping)
-                else settings_of(r).get("corpus") or "?"
-            )
-            for r in records
-        }
-    )
+    models = sorted({model_of(r) for r in records})
+    corpora = sorted({corpus_of(r) for r in records})
     trained = trained_length_of(records)
     lines = [f"# {title or ', '.join(models) + ' on ' + ', '.join(corpora)}: loss vs context length", ""]
     if note:
