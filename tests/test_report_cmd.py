@@ -124,3 +124,11 @@ def test_eval_help_prints_a_plain_percent(capsys) -> None:
         main(["eval", "--help"])
     out = capsys.readouterr().out
     assert "95% intervals" in out and "%%" not in out
+
+
+def test_runs_with_other_settings_in_one_folder_are_not_merged(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in (DOCS / "passkey_results.jsonl").read_text().splitlines()][:3]
+    fewer = [{**r, "trials": 1, "keys": r["keys"][:1], "answers": r["answers"][:1]} for r in rows]
+    text = render_results([_copy(rows + fewer, tmp_path / "run-d")]).sections[0].text
+    assert "| none (trials=2) | 2/2  | 2/2  | 0/2 (no number answered) |" in text
+    assert "| none (trials=1) | 1/1  | 1/1  | 0/1 (no number answered) |" in text

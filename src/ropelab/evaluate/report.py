@@ -65,17 +65,22 @@ def settings_of(row: Row) -> dict[str, Any]:
 
 
 def _identity(row: Row) -> dict[str, str]:
-    """What tells two runs of the same label apart, flat, as text (``folder`` first)."""
+    """What tells two runs of the same label apart, flat, as short text (``folder`` first): where the
+    rows were read, what made them (model, dtype, device, corpus, versions) and the run's settings."""
     corpus = row.get("corpus")
+    if isinstance(corpus, Mapping):
+        corpus = f"{corpus.get('name')}@{str(corpus.get('sha256', ''))[:8]}"
     out = {
         "folder": str(row.get(SOURCE) or ""),
         "model": model_of(row),
-        "model_id": str(row.get("model_id") or ""),
+        "model_id": str(row.get("model_id") or "")[:8],
         "dtype": str(row.get("dtype") or ""),
         "device": str(row.get("device") or ""),
-        "corpus": json.dumps(corpus, sort_keys=True) if isinstance(corpus, Mapping) else str(corpus or ""),
+        "corpus": str(corpus or settings_of(row).get("corpus") or ""),
+        "versions": ",".join(f"{k}={v}" for k, v in sorted((row.get("versions") or {}).items())),
     }
-    for key, value in sorted(settings_of(row).items()):
+    settings = {**settings_of(row), **{k: row[k] for k in ("trials", "seed", "new_tokens") if k in row}}
+    for key, value in sorted(settings.items()):
         if key not in ("model", "corpus", "model_fingerprint"):
             out[key] = json.dumps(value)
     return out
