@@ -137,6 +137,9 @@ def test_a_float32_folder_rerun_in_bfloat16_recomputes(
     assert [r["loss"] for r in bf16.records] != [r["loss"] for r in fp32.records]
     assert {r["key"] for r in bf16.records}.isdisjoint(r["key"] for r in fp32.records)
     assert len(list(read_jsonl(out / "doc_results.jsonl"))) == 4  # both documents computed again
+    report = (out / "report.md").read_text()  # both runs, side by side, told apart
+    assert "| none (dtype=float32)  |" in report and "| none (dtype=bfloat16) |" in report
+    assert "| none (dtype" not in bf16.tables["prefix"]  # what the run prints: its own rows
     _assert_stamped(_all_rows(out))
 
 

@@ -19,6 +19,7 @@ from ropelab.evaluate.report import eval_plots, eval_report, eval_tables, metric
 from ropelab.evaluate.setup import expand_methods, model_or_name
 from ropelab.evaluate.sweep import EvalPlan, documents_identity, run_sweep, tokenize_documents
 from ropelab.registry import MethodSpec
+from ropelab.report import read_jsonl
 from ropelab.report.provenance import run_context
 
 
@@ -29,7 +30,7 @@ class EvalRun:
     records: list[dict[str, Any]]
     #: metric -> Markdown table (loss with the perplexity in brackets), as in the README
     tables: dict[str, str]
-    #: the text of ``OUT/report.md``
+    #: the text of ``OUT/report.md``: every eval run in the folder, side by side
     report: str
     out: Path
     plots: list[Path] = field(default_factory=list)
@@ -90,9 +91,10 @@ def evaluate_methods(
     ``stride``) or ``last`` (with ``score_last``); see :mod:`ropelab.evaluate.perplexity`.
 
     Writes ``OUT/doc_results.jsonl`` (per document), ``OUT/results.jsonl`` (per method, metric and length;
-    every row stamped with :func:`ropelab.report.provenance.stamp`), ``OUT/report.md`` and, with ``plots``,
-    ``OUT/eval_METRIC.png``. A rerun skips every unit whose resume key is already there. ``log``: a
-    callable that gets one line per step (loading, documents), e.g. ``print``.
+    every row stamped with :func:`ropelab.report.provenance.stamp`), and ``OUT/report.md`` and, with
+    ``plots``, ``OUT/eval_METRIC.png`` of every eval run in the folder. A rerun skips every unit whose
+    resume key is already there. ``log``: a callable that gets one line per step (loading, documents),
+    e.g. ``print``.
     """
     say = log or (lambda _line: None)
     specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
@@ -136,10 +138,16 @@ def evaluate_methods(
         loaded.model, documents, plan, specs, out, progress=progress, context=context, extensions=extensions
     )
     wall = time.perf_counter() - t0
-    note = f"{len(documents)} documents ({', '.join(n for n, _ in documents)}); wall time {wall:.0f}s."
-    report = eval_report(records, title=f"{loaded.name} on {corpus}", note=note)
+    # the report and plots show every eval run in the folder (a run with other methods or another dtype
+    # adds to them instead of replacing them; shared labels are told apart), the tables printed this run's
+    folder = [r for r in read_jsonl(out / "results.jsonl") if r.get("command") == "eval"]
+    note = (
+        f"This run: {len(documents)} documents ({', '.join(n for n, _ in documents)}); wall time "
+        f"{wall:.0f}s. The tables hold every eval run in {out}."
+    )
+    report = eval_report(folder, title=f"{loaded.name} on {corpus}", note=note)
     (out / "report.md").write_text(report)
-    drawn = eval_plots(records, out, title=loaded.name) if plots else []
+    drawn = eval_plots(folder, out, title=loaded.name) if plots else []
     return EvalRun(
         records=records,
         tables=eval_tables(records),
