@@ -274,3 +274,30 @@ def test_binary_files_are_not_text(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("real text " * 20)
     (tmp_path / "blob.txt").write_bytes(b"\xff\xfe\x00" * 100)
     assert [d.name for d in load_corpus(str(tmp_path))] == ["notes.txt"]  # the binary .txt is skipped
+
+
+def test_eval_flags_methods_through_the_registry(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    """Aliases (pi, dynamic-ntk), --log-n on every method, the shared flag spellings (issue 12)."""
+    threads = torch.get_num_threads()
+    argv = ["eval", "--model", str(tiny_model_dir), "--method", "pi,dynamic-ntk", "--factor", "2", "--log-n"]
+    argv += ["--lengths", "32", "--docs", "1", "--precision", "fp32", "--device", "cpu", "--threads", "1"]
+    try:
+        assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = list(read_jsonl(tmp_path / "results.jsonl"))
+    assert {(r["method"], r["label"]) for r in rows} == {
+        ("linear", "linear(factor=2)+log-n"),
+        ("dynamic", "dynamic(factor=2)+log-n"),
+    }
+    assert {(r["threads"], r["dtype"], r["device"], r["log_n"]) for r in rows} == {
+        (1, "float32", "cpu", True)
+    }
+    assert "linear(factor=2)+log-n" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_device_this_machine_lacks_is_one_line(capsys) -> None:
+    assert main(["eval", "--device", "cuda", "--lengths", "16", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and err.count("\n") == 1

@@ -163,7 +163,7 @@ def test_two_concurrent_evals_do_not_duplicate_rows(tiny_model_dir: Path, tmp_pa
     assert first.returncode == 0, err
     assert second.returncode == 2, second.stderr[-2000:]
     assert f"pid {first.pid}" in second.stderr and _one_line(second.stderr), second.stderr
-    rows = [(r["method"], r["metric"], r["length"]) for r in read_jsonl(tmp_path / "results.jsonl")]
+    rows = [(r["label"], r["metric"], r["length"]) for r in read_jsonl(tmp_path / "results.jsonl")]
     assert len(rows) == len(set(rows)) == 5 * 2 * 3
 
 

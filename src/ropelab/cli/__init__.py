@@ -32,7 +32,7 @@ _SAVED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ropelab.cli import check_cmd, finetune_cmd, lab_cmds, model_cmds, presets_cmd, rope_cmds
+    from ropelab.cli import check_cmd, finetune_cmd, lab_cmds, model_cmds, presets_cmd, report_cmd, rope_cmds
 
     parser = _Parser(
         prog="ropelab",
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune_cmd.register(sub)
     presets_cmd.register(sub)
     check_cmd.register(sub)
+    report_cmd.register(sub)
     return parser
 
 

@@ -80,8 +80,9 @@ def greedy_continue(
 ) -> list[int]:
     """Greedy tokens after ``prefix`` (whose cache is given) + ``rest``."""
     cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
-    ids = torch.tensor([rest], dtype=torch.long)
-    positions = torch.arange(prefix_len, prefix_len + len(rest))[None]
+    device = next(model.parameters()).device
+    ids = torch.tensor([rest], dtype=torch.long, device=device)
+    positions = torch.arange(prefix_len, prefix_len + len(rest), device=device)[None]
     # logits_to_keep=1: only the last position's logits, not [len(rest), vocab] thrown away
     name = _cache_arg(model)
     out = model(input_ids=ids, **{name: cache}, position_ids=positions, use_cache=True, logits_to_keep=1)
@@ -93,7 +94,10 @@ def greedy_continue(
         if i == new_tokens - 1:
             break  # the next token's forward pass would go unused
         out = model(
-            input_ids=nxt[:, None], **{name: cache}, position_ids=torch.tensor([[pos]]), use_cache=True
+            input_ids=nxt[:, None],
+            **{name: cache},
+            position_ids=torch.tensor([[pos]], device=device),
+            use_cache=True,
         )
         cache, pos = _cache_of(out), pos + 1
         nxt = out.logits[:, -1].argmax(-1)
@@ -104,7 +108,8 @@ def greedy_continue(
 def prefix_cache(model: Any, prefix: list[int]) -> Any:
     if not prefix:
         return None
-    out = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)  # the cache is the point
+    ids = torch.tensor([prefix], device=next(model.parameters()).device)
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)  # the cache is the point
     return _cache_of(out)
 
 

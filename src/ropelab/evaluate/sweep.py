@@ -5,19 +5,19 @@ Work is done in units of (method, document). Each finished unit is appended to
 with the same arguments skips every unit already there. When a method's documents are all done, its
 aggregated cells are appended to ``OUT/results.jsonl``.
 
-The resume keys cover every input that changes a number: the plan (protocol, lengths, stride), the
-method and its parameters, the model's files (:func:`ropelab.hf.load.model_fingerprint`, carried
-by the plan), the dtype and device the model runs in (read from the model), and the tokens scored
-(a unit matches only the same document's same token ids; an aggregate only the same documents).
+Every row goes through :func:`ropelab.report.provenance.stamp` and carries its
+:func:`~ropelab.report.provenance.resume_key` as ``key``: the run context (model files, trained length,
+dtype, device, versions, corpus), the method and the plan's settings. A unit's corpus identity is its own
+document's token hash (a changed document recomputes that document only); an aggregate's is the hash of
+every document's. Rows of an older layout (:func:`~ropelab.report.provenance.is_current` false) are never
+reused: they are computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,12 @@ import torch
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
 from ropelab.fsutil import folder_lock
-from ropelab.hf.extend import extend, make_extension
+from ropelab.hf import Extension, extend, make_extension, model_geometry
+from ropelab.registry import MethodSpec
 from ropelab.report import append_jsonl, read_jsonl
+from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
 
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method and its parameters, as the user asked for it (``none`` = the model as loaded)."""
-
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        extra = ",".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(self.params.items())
-        )
-        return self.method + (f"({extra})" if extra else "")
+__all__ = ["EvalPlan", "MethodSpec", "run_sweep", "sweep_context", "token_sha256", "tokenize_documents"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +45,6 @@ class EvalPlan:
     docs: int
     stride: int | None = None
     score_last: int | None = None
-    #: :func:`ropelab.hf.load.model_fingerprint` of the model's files ("" if the caller has none)
-    model_fingerprint: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in ("prefix", "sliding", "last"):
@@ -82,30 +69,23 @@ class EvalPlan:
             return max(self.lengths) + (self.score_last or 0)
         return max(self.lengths)
 
-    def key(self, spec: MethodSpec, *, per_document: bool = False, **inputs: str) -> str:
-        """Resume key of a method's aggregate, or (``per_document``) of its per-document units,
-        which do not depend on how many documents the run uses. ``inputs``: what else decides the
-        numbers (the model's dtype and device; for an aggregate, the documents' token hashes)."""
-        plan = asdict(self)
+    def settings(self, *, per_document: bool = False) -> dict[str, Any]:
+        """What the plan sets that changes a number (a unit's do not include how many documents)."""
+        out = {
+            "mode": self.mode,
+            "lengths": list(self.lengths),
+            "stride": self.stride,
+            "score_last": self.score_last,
+            "docs": self.docs,
+        }
         if per_document:
-            plan.pop("docs")
-        blob = json.dumps(
-            {"plan": plan, "method": spec.method, "params": spec.params, **inputs}, sort_keys=True
-        )
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+            out.pop("docs")
+        return out
 
 
 def token_sha256(ids: torch.Tensor) -> str:
     """Hash of the token ids a unit scores (int64 bytes): same text, same tokenizer, same hash."""
     return hashlib.sha256(ids.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def model_inputs(model: Any) -> dict[str, str]:
-    """The dtype and device type the model computes in (either changes the numbers)."""
-    param = next(iter(model.parameters()), None)
-    if param is None:
-        return {}
-    return {"dtype": str(param.dtype).removeprefix("torch."), "device": param.device.type}
 
 
 def tokenize_documents(
@@ -141,6 +121,46 @@ def _doc_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> 
     raise RopeConfigError(f"unknown evaluation mode {plan.mode!r}; choose prefix, sliding or last")
 
 
+#: the order of a method's rows: per metric (prefix before band), by length
+_METRIC_ORDER = ("prefix", "band", "sliding", "last")
+
+
+def _cell_order(cell: str) -> tuple[int, int]:
+    metric, length = cell.split(":")
+    return _METRIC_ORDER.index(metric), int(length)
+
+
+def documents_identity(corpus: str, docs: Sequence[tuple[str, torch.Tensor]], need: int) -> dict[str, str]:
+    """The corpus as named and a hash of the documents' names and the token hashes scored."""
+    return corpus_identity(corpus, [f"{name}\0{token_sha256(ids[:, :need])}" for name, ids in docs])
+
+
+def sweep_context(
+    model: Any,
+    plan: EvalPlan,
+    docs: Sequence[tuple[str, torch.Tensor]],
+    *,
+    model_id: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The :func:`~ropelab.report.provenance.run_context` of an ``eval`` sweep of ``model`` (named
+    ``plan.model``; ``model_id``: its fingerprint, else a hash of the name), dtype and device read from
+    the model, the corpus identity from the documents' tokens."""
+    param = next(model.parameters())
+    if model_id is None:
+        model_id = hashlib.sha256(f"unresolved:{plan.model}".encode()).hexdigest()[:16]
+    return run_context(
+        command="eval",
+        model=plan.model,
+        model_id=model_id,
+        trained_length=model_geometry(model.config)["trained_length"],
+        dtype=str(param.dtype),
+        device=str(param.device),
+        corpus=documents_identity(plan.corpus, docs, plan.needed_tokens()),
+        threads=threads,
+    )
+
+
 def run_sweep(
     model: Any,
     docs: list[tuple[str, torch.Tensor]],
@@ -149,10 +169,23 @@ def run_sweep(
     out: Path,
     *,
     progress: bool = True,
+    context: Mapping[str, Any] | None = None,
+    extensions: Mapping[str, Extension] | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate every method on every document; returns the aggregated records of all methods."""
+    """Evaluate every method on every document; returns the aggregated rows of all methods.
+
+    ``context``: the run's :func:`~ropelab.report.provenance.run_context` (default: :func:`sweep_context`);
+    ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved.
+    """
+    extensions = dict(extensions or {})
+    for spec in specs:
+        if spec.label not in extensions:
+            extensions[spec.label] = make_extension(model.config, spec)
+    context = dict(context) if context is not None else sweep_context(model, plan, docs)
     with folder_lock(out):  # one process per folder: two would write every row twice
-        return _run_sweep(model, docs, plan, specs, out, progress=progress)
+        return _run_sweep(
+            model, docs, plan, specs, Path(out), progress=progress, context=context, extensions=extensions
+        )
 
 
 def _run_sweep(
@@ -163,82 +196,85 @@ def _run_sweep(
     out: Path,
     *,
     progress: bool,
+    context: dict[str, Any],
+    extensions: dict[str, Extension],
 ) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
     doc_file, result_file = out / "doc_results.jsonl", out / "results.jsonl"
-    done = {(r["key"], r["doc"], r.get("tokens_sha256")): r for r in read_jsonl(doc_file)}
+    done = {r["key"]: r for r in read_jsonl(doc_file) if r.get("command") == "eval" and is_current(r)}
     # per row, not per method: a torn (dropped) last row is written again, the others are not
     finished = {
-        (r["key"], r.get("metric"), r.get("length"))
+        (r["key"], r.get("metric"), r.get("length")): r
         for r in read_jsonl(result_file)
-        if r.get("command") == "eval"
+        if r.get("command") == "eval" and is_current(r)
     }
     bar = tqdm(total=len(specs) * len(docs), desc="eval", unit="doc", disable=not progress)
     records: list[dict[str, Any]] = []
     need = plan.needed_tokens()
+    device = next(model.parameters()).device
     hashes = [token_sha256(ids[:, :need]) for _, ids in docs]
-    corpus_sha = hashlib.sha256(
-        "".join(f"{name}\0{h}\n" for (name, _), h in zip(docs, hashes, strict=True)).encode()
-    ).hexdigest()[:16]
-    inputs = model_inputs(model)
+    units = [
+        {**context, "corpus": {"name": plan.corpus, "document": name, "sha256": h}}
+        for (name, _), h in zip(docs, hashes, strict=True)
+    ]
     for spec in specs:
-        key = plan.key(spec, **inputs, documents=corpus_sha)
-        unit_key = plan.key(spec, per_document=True, **inputs)
-        ext = make_extension(model.config, spec.method, **spec.params) if spec.method != "none" else None
-        dynamic = bool(ext and ext.rope.method.dynamic)
-        per_doc: list[dict[str, Sums]] = []
-        units = [(unit_key, name, h) for (name, _), h in zip(docs, hashes, strict=True)]
-        pending = [u for u in units if u not in done]
+        ext = extensions[spec.label]
+        resolved = ext.resolved()
+        key = resume_key(context, spec, **plan.settings())
+        unit_keys = [resume_key(unit, spec, **plan.settings(per_document=True)) for unit in units]
+        pending = [k for k in unit_keys if k not in done]
         bar.update(len(docs) - len(pending))
         if pending:
-            extend(model, spec.method, **spec.params)
-        for (name, ids), unit in zip(docs, units, strict=True):
-            if unit in done:
-                cells = {k: Sums(**v) for k, v in done[unit]["cells"].items()}
+            extend(model, ext)
+        per_doc: list[dict[str, Sums]] = []
+        for (name, ids), unit, unit_key in zip(docs, units, unit_keys, strict=True):
+            if unit_key in done:
+                cells = {k: Sums(**v) for k, v in done[unit_key]["cells"].items()}
             else:
                 bar.set_postfix_str(f"{spec.label} {name}")
-                cells = _doc_cells(model, ids[:, :need], plan, dynamic)
-                record = {
-                    "key": unit_key,
-                    "doc": name,
-                    "tokens_sha256": unit[2],
-                    "method": spec.label,
-                    "cells": {k: asdict(v) for k, v in cells.items()},
-                }
+                cells = _doc_cells(model, ids[:, :need].to(device), plan, ext.rope.method.dynamic)
+                record = stamp(
+                    unit,
+                    spec,
+                    resolved,
+                    key=unit_key,
+                    doc=name,
+                    tokens_sha256=unit["corpus"]["sha256"],
+                    settings=plan.settings(per_document=True),
+                    cells={k: asdict(v) for k, v in cells.items()},
+                )
                 append_jsonl(doc_file, record)
-                done[unit] = record
+                done[unit_key] = record
                 bar.update(1)
             per_doc.append(cells)
         extend(model, "none")
         method_records = []
-        for cell in per_doc[0]:
+        for cell in sorted(per_doc[0], key=_cell_order):  # computed and resumed units in one order
             metric, length = cell.split(":")
             stat = aggregate(d[cell] for d in per_doc)
             method_records.append(
-                {
-                    "command": "eval",
-                    "key": key,
-                    "method": spec.label,
-                    "method_name": spec.method,
-                    "params": spec.params,
-                    "metric": metric,
-                    "length": int(length),
-                    "loss": stat.loss,
-                    "ppl": stat.ppl,
-                    "ci_low": stat.low,
-                    "ci_high": stat.high,
-                    "tokens": stat.tokens,
-                    "docs": stat.docs,
-                    "plan": asdict(plan),
-                    **inputs,
-                    "documents_sha256": corpus_sha,
-                    "time": time.time(),
-                }
+                stamp(
+                    context,
+                    spec,
+                    resolved,
+                    key=key,
+                    metric=metric,
+                    length=int(length),
+                    loss=stat.loss,
+                    ppl=stat.ppl,
+                    ci_low=stat.low,
+                    ci_high=stat.high,
+                    tokens=stat.tokens,
+                    docs=stat.docs,
+                    settings=plan.settings(),
+                )
             )
         for record in method_records:
-            if (key, record["metric"], record["length"]) not in finished:
+            cell = (key, record["metric"], record["length"])
+            if cell not in finished:
                 append_jsonl(result_file, record)
-        records.extend(method_records)
+                finished[cell] = record
+            records.append(finished[cell])  # a row already there is returned as it was written
     bar.close()
     return records

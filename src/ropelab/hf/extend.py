@@ -36,11 +36,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ropelab.attention.registry import ATTENTION_METHODS
+from ropelab.attention.registry import ATTENTION_METHODS  # noqa: F401  (re-exported by ropelab.hf)
 from ropelab.errors import RopeConfigError, did_you_mean
 from ropelab.export import to_hf
 from ropelab.hf.attention import register_attention
 from ropelab.hf.extension import Extension
+from ropelab.registry import REGISTRY, MethodSpec, canonical, parse_method
 from ropelab.rope.core import Rope, extended_layer_types, is_per_layer
 from ropelab.rope.frequencies import METHODS
 
@@ -88,17 +89,38 @@ def model_geometry(config: Any, layer_type: str | None = None) -> dict[str, Any]
     }
 
 
-def check_method(method: str) -> None:
-    """Raise a "did you mean" error unless ``method`` is a RoPE method, an attention method or none."""
-    choices = [*METHODS, *ATTENTION_METHODS, "none"]
-    if method not in choices:
+def _method_and_params(method: str | MethodSpec, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The canonical name and the parameters of ``method``: a :class:`ropelab.MethodSpec`, a name or alias
+    (``pi``), or a method's text (``yarn(factor=4)+log-n``), read by :mod:`ropelab.registry`.
+    ``params`` are set after those of the spec or text."""
+    if isinstance(method, str) and not any(ch in method for ch in "(+*"):
+        name, merged = canonical(method), dict(params)
+    else:
+        spec = parse_method(method) if isinstance(method, str) else method
+        if spec.multiplier != 1.0:
+            raise RopeConfigError(
+                f"{spec.label!r}: '*A' is the lab's factor policy; give a model an explicit factor=..."
+            )
+        name, merged = spec.method, {**spec.params, **params}
+        if spec.log_n:
+            merged["log_n"] = True
+    if REGISTRY[name].kind == "encoding":
         raise RopeConfigError(
-            f"unknown method {method!r}{did_you_mean(method, choices)}; choose one of: {', '.join(choices)}"
+            f"{name!r} is an encoding the lab trains models with, not a method for a loaded model; "
+            f"choose one of: {', '.join(n for n, e in REGISTRY.items() if e.kind != 'encoding')}"
         )
+    return name, merged
 
 
-def make_extension(config: Any, method: str, **params: Any) -> Extension:
-    """Resolve ``method`` and its parameters against a model config (no model needed)."""
+def make_extension(config: Any, method: str | MethodSpec, **params: Any) -> Extension:
+    """Resolve ``method`` and its parameters against a model config (no model needed).
+
+    ``method``: a :class:`ropelab.MethodSpec` or any text :func:`ropelab.parse_method` reads (a canonical
+    name, an alias such as ``pi``, ``yarn(factor=4)+log-n``); keyword ``params`` are set after the spec's.
+    The defaults that depend on the model (ReRoPE's and Self-Extend's window from its trained length) are
+    filled in here; :meth:`Extension.resolved` lists every parameter the method runs with.
+    """
+    method, params = _method_and_params(method, params)
     options = {k: params.pop(k) for k in list(params) if k in _OPTIONS}
     chosen = options.pop("layer_types", None)
     if isinstance(chosen, str):
@@ -126,13 +148,11 @@ def make_extension(config: Any, method: str, **params: Any) -> Extension:
         raise RopeConfigError(
             "layer_types is only for models with a RoPE per layer type (nested rope_parameters)"
         )
-    check_method(method)
-    if method == "none":
-        method = "default"
     attention = "rope"
-    rope_method = method
-    if method in ATTENTION_METHODS:
-        attention, rope_method = method, params.pop("rope_method", "default")
+    rope_method = REGISTRY[method].impl
+    if REGISTRY[method].kind == "attention":
+        attention, rope_method = method, REGISTRY[canonical(params.pop("rope_method", "none"))].impl
+    assert rope_method is not None  # every frequency method names its function in ropelab.rope.METHODS
     rope_kwargs: dict[str, Any] = {
         "head_dim": geo["head_dim"],
         "base": geo["base"],
@@ -243,21 +263,32 @@ def restore(model: nn.Module) -> nn.Module:
     return model
 
 
-def extend(model: nn.Module, method: str, **params: Any) -> nn.Module:
+def extend(model: nn.Module, method: str | MethodSpec | Extension, **params: Any) -> nn.Module:
     """Apply ``method`` (with ``factor=`` and the other RoPE parameters, or ``window``/``leak``/
     ``group`` for the attention-level methods) to ``model`` in place and return it.
 
-    The model's geometry (head_dim, rope_theta, partial rotary factor, trained length) comes from its
-    config. ``extend(model, "none")`` restores the original (for a model that ``ropelab finetune``
-    saved with a method transformers lacks, the original *is* that method, re-applied by
-    :func:`ropelab.hf.load.load_model`). See the module docstring for the routes.
+    ``method``: what :func:`make_extension` takes, or an :class:`Extension` it already made for this
+    model's config (so a sweep resolves each method once). The model's geometry (head_dim, rope_theta,
+    partial rotary factor, trained length) comes from its config. ``extend(model, "none")`` restores the
+    original (for a model that ``ropelab finetune`` saved with a method transformers lacks, the original
+    *is* that method, re-applied by :func:`ropelab.hf.load.load_model`). See the module docstring for the
+    routes.
     """
+    ext: Extension | None = None
+    if isinstance(method, Extension):
+        if params:
+            raise RopeConfigError("extend(model, extension) takes no parameters: they are in the extension")
+        ext, plain = method, method.name == "none" and method.native
+    else:
+        name, params = _method_and_params(method, params)
+        plain = name == "none" and not params
     state = _original(model)
     restore(model)
-    if method == "none":
+    if plain:
         saved = model.__dict__.get("ropelab_saved_method")  # a fine-tuned model's own method
         return extend(model, saved[0], **saved[1]) if saved else model
-    ext = make_extension(model.config, method, **params)
+    if ext is None:
+        ext = make_extension(model.config, name, **params)
     if ext.native:
         _apply_native(model, ext, state)
     else:

@@ -16,7 +16,7 @@ from ropelab.rope.core import Rope
 class Extension:
     """What ``extend`` applied: the Rope (frequencies) and the attention variant."""
 
-    name: str
+    name: str  # the canonical method name (ropelab.registry)
     rope: Rope = field(compare=False)
     attention: str = "rope"  # "rope" | "rerope" | "leaky-rerope" | "self-extend"
     window: int | None = None
@@ -24,6 +24,28 @@ class Extension:
     group: int | None = None
     native: bool = False
     layer_types: tuple[str, ...] | None = None  # per-layer-type models: the layer types it replaces
+
+    def resolved(self) -> dict[str, Any]:
+        """Every parameter the method runs with, the defaults filled in (what results rows record).
+
+        The RoPE geometry and the frequency method's parameters (:meth:`ropelab.Rope.to_dict`, less the
+        method name; ``factor`` as the scale s the method uses, for every method but plain RoPE),
+        ``attention_scaling`` (the cos/sin multiplier, YaRN's mscale), and for the attention methods
+        ``window``, ``leak``, ``group`` and the frequency method under them (``rope_method``, if not
+        plain RoPE); ``layer_types`` on a model with a RoPE per layer type.
+        """
+        out = {k: v for k, v in self.rope.to_dict().items() if k != "method"}
+        if self.rope.config.method != "default":
+            out["factor"] = self.rope.config.scale
+            if self.attention != "rope":
+                out["rope_method"] = self.rope.config.method
+        out["attention_scaling"] = float(self.rope.frequencies()[1])
+        for key in ("window", "leak", "group"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.layer_types is not None:
+            out["layer_types"] = list(self.layer_types)
+        return dict(sorted(out.items()))
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.name, "rope": self.rope.to_dict(), "attention": self.attention}

@@ -1,0 +1,51 @@
+"""Measurement on a real model: perplexity against context length and passkey retrieval, with reports.
+
+One public call per command (the CLI is parse -> one call -> print):
+
+- :func:`evaluate_methods` (``ropelab eval``) -> :class:`EvalRun`;
+- :func:`passkey_grid` (``ropelab passkey``) -> :class:`PasskeyRun`;
+- :func:`render_results` (``ropelab report``): tables, ``report.md`` and plots re-drawn from results files,
+  several runs side by side, without loading a model.
+
+The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, :func:`eval_plots`,
+:func:`passkey_plots`) take rows, from a run or from files; :data:`RENDERERS` maps a results row's
+``command`` to the function that renders its rows.
+"""
+
+from ropelab.evaluate.passkey_grid import PasskeyRun, passkey_grid
+from ropelab.evaluate.report import (
+    RENDERERS,
+    Rendered,
+    Section,
+    eval_plots,
+    eval_report,
+    eval_tables,
+    passkey_plots,
+    passkey_table,
+    read_results,
+    render_results,
+)
+from ropelab.evaluate.run import EvalRun, evaluate_methods
+from ropelab.evaluate.setup import LoadedModel, expand_methods, load, resolve_device, resolve_dtype
+
+__all__ = [
+    "RENDERERS",
+    "EvalRun",
+    "LoadedModel",
+    "PasskeyRun",
+    "Rendered",
+    "Section",
+    "eval_plots",
+    "eval_report",
+    "eval_tables",
+    "evaluate_methods",
+    "expand_methods",
+    "load",
+    "passkey_grid",
+    "passkey_plots",
+    "passkey_table",
+    "read_results",
+    "render_results",
+    "resolve_device",
+    "resolve_dtype",
+]

@@ -1,0 +1,195 @@
+"""``ropelab passkey`` as one call: :func:`passkey_grid` (retrieval over length x depth, per method).
+
+Each cell (method, length, depth) is appended to ``OUT/results.jsonl`` as it finishes, stamped with
+:func:`ropelab.report.provenance.stamp` and keyed by :func:`~ropelab.report.provenance.resume_key` over the
+run context (model files, dtype, device, versions, the prompt text), the method and the cell (length,
+depth, trials, seed, tokens generated); a rerun skips every cell already there, and never reuses a row of
+an older layout.
+
+>>> run = passkey_grid("smollm2", methods="none,yarn", factors=[2], lengths=[4096, 8192],
+...                    depths=[0.5], trials=2, out="runs/passkey")            # doctest: +SKIP
+>>> print(run.table)                                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ropelab.errors import RopeConfigError
+from ropelab.evaluate.passkey import FILLER, INTRO, QUESTION, cell_prompts, key_line, run_cell
+from ropelab.evaluate.report import passkey_plots, passkey_table
+from ropelab.evaluate.setup import expand_methods, model_or_name
+from ropelab.fsutil import folder_lock
+from ropelab.hf import Extension, extend
+from ropelab.registry import MethodSpec
+from ropelab.report import append_jsonl, read_jsonl
+from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
+
+#: tokens generated per trial (the first number in them is the answer)
+NEW_TOKENS = 8
+
+
+def prompt_identity() -> dict[str, str]:
+    """The "corpus" of a passkey run: the prompt's fixed text (a change to it is another run)."""
+    return corpus_identity("passkey", [INTRO, FILLER, QUESTION, key_line(0)])
+
+
+@dataclass
+class PasskeyRun:
+    """What :func:`passkey_grid` did: one stamped row per cell, the table and the heatmaps."""
+
+    records: list[dict[str, Any]]
+    #: Markdown: keys found / trials per method and length, summed over depths
+    table: str
+    out: Path
+    plots: list[Path] = field(default_factory=list)
+    trained_length: int | None = None
+
+    def text(self) -> str:
+        """What ``ropelab passkey`` prints."""
+        return "\n".join(
+            [
+                *(f"plot: {p}" for p in self.plots),
+                f"\npasskey: keys found / trials, summed over depths (trained length {self.trained_length})",
+                self.table,
+                f"results: {self.out / 'results.jsonl'}",
+            ]
+        )
+
+
+def passkey_grid(
+    model: Any,
+    tokenizer: Any = None,
+    methods: str | MethodSpec | Iterable[str | MethodSpec] = "none",
+    *,
+    factors: Sequence[float] = (),
+    log_n: bool = False,
+    window: int | None = None,
+    leak: float | None = None,
+    group: int | None = None,
+    lengths: Sequence[int] = (1024, 2048, 4096),
+    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    trials: int = 10,
+    seed: int = 0,
+    out: str | Path = "out/passkey",
+    model_name: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    plots: bool = True,
+    log: Any = None,
+) -> PasskeyRun:
+    """Passkey retrieval (:mod:`ropelab.evaluate.passkey`) of every method at every length and depth.
+
+    ``model``, ``tokenizer``, ``methods`` and the options as :func:`ropelab.evaluate.evaluate_methods`.
+    Writes ``OUT/results.jsonl`` (one row per cell) and, with ``plots``, ``OUT/passkey_LABEL.png``.
+    """
+    say = log or (lambda _line: None)
+    if trials < 1:
+        raise RopeConfigError(f"trials must be >= 1 (--trials), got {trials}")
+    if any(not 0 <= d <= 1 for d in depths):
+        raise RopeConfigError(f"depths must lie in [0, 1] (--depths), got {list(depths)}")
+    if not lengths:
+        raise RopeConfigError("give at least one length")
+    specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
+    t0 = time.perf_counter()
+    loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
+    say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
+    extensions = loaded.extensions(specs)
+    for length in lengths:  # every prompt fits its length, before the first cell runs
+        for depth in depths:
+            cell_prompts(loaded.tokenizer, length, depth, trials, seed)
+    context = run_context(
+        command="passkey",
+        model=loaded.name,
+        model_id=loaded.model_id,
+        trained_length=loaded.trained_length,
+        dtype=loaded.dtype,
+        device=loaded.device,
+        corpus=prompt_identity(),
+        threads=threads,
+    )
+    out = Path(out)
+    with folder_lock(out):  # one process per folder: two would write every cell twice
+        records = _grid(
+            loaded.model,
+            loaded.tokenizer,
+            specs,
+            extensions,
+            context,
+            lengths,
+            depths,
+            trials,
+            seed,
+            out,
+            progress,
+        )
+    drawn = passkey_plots(records, out, title=loaded.name) if plots else []
+    return PasskeyRun(records, passkey_table(records), out, drawn, loaded.trained_length)
+
+
+def _grid(
+    model: Any,
+    tokenizer: Any,
+    specs: Sequence[MethodSpec],
+    extensions: dict[str, Extension],
+    context: dict[str, Any],
+    lengths: Sequence[int],
+    depths: Sequence[float],
+    trials: int,
+    seed: int,
+    out: Path,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    from tqdm import tqdm
+
+    result_file = out / "results.jsonl"
+    done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "passkey" and is_current(r)}
+    bar = tqdm(
+        total=len(specs) * len(lengths) * len(depths), desc="passkey", unit="cell", disable=not progress
+    )
+    records = []
+    for spec in specs:
+        cells = [
+            (
+                length,
+                depth,
+                resume_key(
+                    context, spec, length=length, depth=depth, trials=trials, seed=seed, new_tokens=NEW_TOKENS
+                ),
+            )
+            for length in lengths
+            for depth in depths
+        ]
+        ext = extensions[spec.label]
+        if any(key not in done for *_, key in cells):
+            extend(model, ext)
+        for length, depth, key in cells:
+            if key not in done:
+                bar.set_postfix_str(f"{spec.label} L={length} depth={depth:g}")
+                t0 = time.perf_counter()
+                cell = run_cell(model, tokenizer, length, depth, trials, seed, new_tokens=NEW_TOKENS)
+                row = stamp(
+                    context,
+                    spec,
+                    ext.resolved(),
+                    key=key,
+                    seed=seed,
+                    new_tokens=NEW_TOKENS,
+                    seconds=time.perf_counter() - t0,
+                    **cell,
+                )
+                append_jsonl(result_file, row)
+                done[key] = row
+            bar.update(1)
+            records.append(done[key])
+        extend(model, "none")
+    bar.close()
+    return records

@@ -1,0 +1,160 @@
+"""``ropelab eval`` as one call: :func:`evaluate_methods` (perplexity against context length).
+
+>>> run = evaluate_methods("smollm2", methods="none,ntk,yarn", factors=[2], lengths=[2048, 8192],
+...                        docs=2, out="runs/eval")                        # doctest: +SKIP
+>>> print(run.tables["band"])                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ropelab.evaluate.report import eval_plots, eval_report, eval_tables, metric_title
+from ropelab.evaluate.setup import expand_methods, model_or_name
+from ropelab.evaluate.sweep import EvalPlan, documents_identity, run_sweep, tokenize_documents
+from ropelab.registry import MethodSpec
+from ropelab.report import read_jsonl
+from ropelab.report.provenance import run_context
+
+
+@dataclass
+class EvalRun:
+    """What :func:`evaluate_methods` did: the stamped rows of every method and what the report needs."""
+
+    records: list[dict[str, Any]]
+    #: metric -> Markdown table (loss with the perplexity in brackets), as in the README
+    tables: dict[str, str]
+    #: the text of ``OUT/report.md``: every eval run in the folder, side by side
+    report: str
+    out: Path
+    plots: list[Path] = field(default_factory=list)
+    documents: list[str] = field(default_factory=list)
+    trained_length: int | None = None
+    wall_seconds: float = 0.0
+
+    def text(self) -> str:
+        """What ``ropelab eval`` prints: each table under its title, then where the files are."""
+        parts = []
+        for metric, table in self.tables.items():
+            rows = [r for r in self.records if r["metric"] == metric]
+            parts += [
+                f"\n{metric_title(metric, rows)} (nats/token, perplexity in brackets; trained length "
+                f"{self.trained_length})",
+                table,
+            ]
+        parts += [f"plot: {p}" for p in self.plots]
+        parts.append(
+            f"\nwall time {self.wall_seconds:.0f}s; report: {self.out / 'report.md'}; "
+            f"results: {self.out / 'results.jsonl'}"
+        )
+        return "\n".join(parts)
+
+
+def evaluate_methods(
+    model: Any,
+    tokenizer: Any = None,
+    methods: str | MethodSpec | Iterable[str | MethodSpec] = "none",
+    *,
+    factors: Sequence[float] = (),
+    log_n: bool = False,
+    window: int | None = None,
+    leak: float | None = None,
+    group: int | None = None,
+    corpus: str = "stdlib",
+    lengths: Sequence[int] = (512, 1024, 2048),
+    mode: str = "prefix",
+    stride: int | None = None,
+    score_last: int | None = None,
+    docs: int = 8,
+    out: str | Path = "out/eval",
+    model_name: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    plots: bool = True,
+    log: Any = None,
+) -> EvalRun:
+    """Loss against context length of every method on ``model``, per document and aggregated; resumable.
+
+    ``model``: a name (``smollm2``, a folder, a ``.gguf``, a hub id: loaded in ``dtype`` on ``device``,
+    ``auto`` by default) or a loaded transformers model with its ``tokenizer`` (``model_name`` says what
+    rows call it; default ``config.name_or_path``). ``methods``: text in the grammar of
+    :func:`ropelab.parse_methods` or specs, crossed with ``factors`` and given ``window``/``leak``/``group``
+    by :func:`ropelab.evaluate.expand_methods`. ``mode``: ``prefix`` (and ``band``), ``sliding`` (with
+    ``stride``) or ``last`` (with ``score_last``); see :mod:`ropelab.evaluate.perplexity`.
+
+    Writes ``OUT/doc_results.jsonl`` (per document), ``OUT/results.jsonl`` (per method, metric and length;
+    every row stamped with :func:`ropelab.report.provenance.stamp`), and ``OUT/report.md`` and, with
+    ``plots``, ``OUT/eval_METRIC.png`` of every eval run in the folder. A rerun skips every unit whose
+    resume key is already there. ``log``: a callable that gets one line per step (loading, documents),
+    e.g. ``print``.
+    """
+    say = log or (lambda _line: None)
+    specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
+    plan = EvalPlan(  # validates the settings before any work
+        model=model if isinstance(model, str) else "",
+        corpus=corpus,
+        mode=mode,
+        lengths=tuple(int(n) for n in sorted(set(lengths))),
+        docs=docs,
+        stride=stride,
+        score_last=score_last,
+    )
+    from ropelab.data import load_corpus
+
+    texts = load_corpus(corpus)  # before the slow model load: a bad corpus fails fast
+    t0 = time.perf_counter()
+    loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
+    say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
+    extensions = loaded.extensions(specs)  # every method resolves on this model before the long work
+    plan = EvalPlan(**{**plan.__dict__, "model": loaded.name})
+    documents = tokenize_documents(
+        loaded.tokenizer, [(d.name, d.text) for d in texts], plan.needed_tokens(), plan.docs
+    )
+    say(
+        f"{len(documents)} documents with >= {plan.needed_tokens()} tokens; "
+        f"trained length {loaded.trained_length}"
+    )
+    context = run_context(
+        command="eval",
+        model=loaded.name,
+        model_id=loaded.model_id,
+        trained_length=loaded.trained_length,
+        dtype=loaded.dtype,
+        device=loaded.device,
+        corpus=documents_identity(corpus, documents, plan.needed_tokens()),
+        threads=threads,
+    )
+    out = Path(out)
+    t0 = time.perf_counter()
+    records = run_sweep(
+        loaded.model, documents, plan, specs, out, progress=progress, context=context, extensions=extensions
+    )
+    wall = time.perf_counter() - t0
+    # the report and plots show every eval run in the folder (a run with other methods or another dtype
+    # adds to them instead of replacing them; shared labels are told apart), the tables printed this run's
+    folder = [r for r in read_jsonl(out / "results.jsonl") if r.get("command") == "eval"]
+    note = (
+        f"This run: {len(documents)} documents ({', '.join(n for n, _ in documents)}); wall time "
+        f"{wall:.0f}s. The tables hold every eval run in {out}."
+    )
+    report = eval_report(folder, title=f"{loaded.name} on {corpus}", note=note)
+    (out / "report.md").write_text(report)
+    drawn = eval_plots(folder, out, title=loaded.name) if plots else []
+    return EvalRun(
+        records=records,
+        tables=eval_tables(records),
+        report=report,
+        out=out,
+        plots=drawn,
+        documents=[n for n, _ in documents],
+        trained_length=loaded.trained_length,
+        wall_seconds=wall,
+    )
