@@ -44,6 +44,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     for layer in (
         "__main__",  # python -m ropelab
         "cli",  # parse flags -> one library call -> print
+        "results",  # every command's results re-rendered (ropelab report): knows all the job modules
         "evaluate lab finetune",  # the job modules
         "stacks",  # serving-stack checks: tables from report, exports, Ropes
         "hf train data report",  # transformers integration, the loop, corpora, tables/plots/provenance

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ropelab.evaluate import render_results
+    from ropelab.results import render_results
 
     rendered = render_results(args.paths, out=args.out)
     print(rendered.text.rstrip("\n"))

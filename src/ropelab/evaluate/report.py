@@ -355,13 +355,20 @@ class Rendered:
     files: list[Path]
 
 
-def render_results(paths: Sequence[str | Path], out: str | Path | None = None) -> Rendered:
+def render_results(
+    paths: Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    renderers: Mapping[str, Callable[[Sequence[Row], Path | None], Section]] | None = None,
+) -> Rendered:
     """Re-render the tables, ``report.md`` and plots of results files, without loading a model.
 
     ``paths``: results folders (or files); several go side by side. Rows are grouped by ``command`` and
-    each group rendered by :data:`RENDERERS`; a command without a renderer gets a one-line note. With
-    ``out``, ``OUT/report.md`` and the plots are written there.
+    each group rendered by ``renderers`` (default :data:`RENDERERS`, eval and passkey;
+    :func:`ropelab.results.render_results` passes every command's); a command without a renderer gets a
+    one-line note. With ``out``, ``OUT/report.md`` and the plots are written there.
     """
+    renderers = RENDERERS if renderers is None else renderers
     rows = read_results(paths)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -369,7 +376,7 @@ def render_results(paths: Sequence[str | Path], out: str | Path | None = None) -
     folder = Path(out) if out is not None else None
     sections, notes = [], []
     for command, members in groups.items():
-        renderer = RENDERERS.get(command)
+        renderer = renderers.get(command)
         if renderer is None:
             notes.append(f"{len(members)} rows of command {command!r}: no renderer for it here (skipped)")
             continue

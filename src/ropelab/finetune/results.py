@@ -148,6 +148,6 @@ def render_report(records: Iterable[Mapping[str, Any]]) -> str:
         parts.append(
             title
             + "\n\n"
-            + format_table(table, ["step", "loss", "inside", "beyond"], digits=5, markdown=True)
+            + format_table(table, ["step", "loss", "inside", "beyond"], digits=4, markdown=True)
         )
     return "\n\n".join(parts)
