@@ -148,13 +148,12 @@ def _grid(
     out: Path,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    from tqdm import tqdm
+    from ropelab.report import progress_bar
 
     result_file = out / "results.jsonl"
     done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "passkey" and is_current(r)}
-    bar = tqdm(
-        total=len(specs) * len(lengths) * len(depths), desc="passkey", unit="cell", disable=not progress
-    )
+    total = len(specs) * len(lengths) * len(depths)
+    bar = progress_bar(total, desc="passkey", unit="cells", disable=not progress)
     records = []
     for spec in specs:
         cells = [

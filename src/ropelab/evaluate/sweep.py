@@ -199,7 +199,7 @@ def _run_sweep(
     context: dict[str, Any],
     extensions: dict[str, Extension],
 ) -> list[dict[str, Any]]:
-    from tqdm import tqdm
+    from ropelab.report import progress_bar
 
     doc_file, result_file = out / "doc_results.jsonl", out / "results.jsonl"
     done = {r["key"]: r for r in read_jsonl(doc_file) if r.get("command") == "eval" and is_current(r)}
@@ -209,7 +209,7 @@ def _run_sweep(
         for r in read_jsonl(result_file)
         if r.get("command") == "eval" and is_current(r)
     }
-    bar = tqdm(total=len(specs) * len(docs), desc="eval", unit="doc", disable=not progress)
+    bar = progress_bar(len(specs) * len(docs), desc="eval", unit="docs", disable=not progress)
     records: list[dict[str, Any]] = []
     need = plan.needed_tokens()
     device = next(model.parameters()).device
