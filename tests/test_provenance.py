@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ropelab.registry import parse_method
 from ropelab.report.provenance import (
     ROW_FIELDS,
@@ -61,3 +63,27 @@ def test_the_resume_key_covers_what_changes_a_number_and_only_that() -> None:
 
 def test_corpus_identity_separates_parts() -> None:
     assert corpus_identity("x", ["ab", "c"]) != corpus_identity("x", ["a", "bc"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "--method", "yarn", "--factor", "4", "--original-max-position-embeddings", "2048"],
+        ["export", "--method", "pi", "--factor", "2", "--original-max-position-embeddings", "2048"],
+        ["check", "--preset", "llama-3.1-8b"],
+        ["presets"],
+        ["presets", "--show", "llama-3.1-8b"],
+    ],
+)
+def test_the_table_commands_rows_say_what_made_them(argv: list[str], tmp_path, capsys) -> None:
+    """Commands with no model (inspect, export, check, presets) stamp their rows too."""
+    from ropelab.cli import main
+    from ropelab.report import read_jsonl
+
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rows = list(read_jsonl(tmp_path / "results.jsonl"))
+    assert rows and all(missing_fields(r) == [] and r["schema"] == SCHEMA for r in rows)
+    assert all(r["command"] == argv[0] for r in rows)
+    if argv[0] in ("inspect", "export"):
+        assert rows[0]["label"] == ("yarn(factor=4)" if argv[0] == "inspect" else "linear(factor=2)")

@@ -48,6 +48,7 @@ __all__ = [
     "entry",
     "parse_method",
     "parse_methods",
+    "spec_of_rope",
 ]
 
 
@@ -327,3 +328,13 @@ def parse_methods(text: str | Iterable[str], *, log_n: bool = False, **params: A
         raise RopeConfigError("no method given")
     specs = [parse_method(item, log_n=log_n, **params) for item in items]
     return list({spec.label: spec for spec in specs}.values())
+
+
+def spec_of_rope(rope: Any) -> MethodSpec:
+    """The :class:`MethodSpec` of a configured :class:`ropelab.Rope` (its method's canonical name, the
+    method parameters it sets, log-n): what ``inspect`` and ``export`` rows carry."""
+    values = rope.to_dict()
+    impl = values.pop("method")
+    name = next(n for n, e in REGISTRY.items() if e.kind == "frequency" and e.impl == impl)
+    params = {k: v for k, v in values.items() if k in REGISTRY[name].params}
+    return MethodSpec(name, params, bool(values.get("log_n", False)))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from ropelab.cli.common import add_out_arg, preset_config
 from ropelab.errors import RopeConfigError
 from ropelab.report import append_jsonl, format_table
+from ropelab.report.provenance import stamp, table_context
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,9 +77,8 @@ def run_check(args: argparse.Namespace) -> int:
         report = check_config(config, name=name)
         print(format_report(report) + "\n")
         differs = differs or any(row.status != "same" for row in report.rows)
-        append_jsonl(
-            args.out / "results.jsonl", {"command": "check", "time": time.time(), **report.as_dict()}
-        )
+        row = stamp(table_context(command="check"), None, None, **report.as_dict())
+        append_jsonl(args.out / "results.jsonl", row)
     print(f"results: {args.out / 'results.jsonl'}")
     return 1 if (args.strict and differs) else 0
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from ropelab.cli.common import add_out_arg
 from ropelab.presets import PRESETS, get_preset
 from ropelab.report import append_jsonl, format_table
+from ropelab.report.provenance import stamp, table_context
 
 _COLUMNS = [
     "name",
@@ -46,15 +46,17 @@ def run_presets(args: argparse.Namespace) -> int:
         rows.extend(summary)
         append_jsonl(
             args.out / "results.jsonl",
-            {
-                "command": "presets",
-                "time": time.time(),
-                "preset": preset.name,
-                "model_id": preset.model_id,
-                "source": preset.source,
-                "rope_parameters": preset.rope_parameters(),
-                "summary": summary,
-            },
+            stamp(
+                table_context(command="presets"),
+                None,
+                None,
+                model=preset.model_id,  # the hub id; model_id: where its config.json was read
+                model_id=preset.source,
+                preset=preset.name,
+                source=preset.source,
+                rope_parameters=preset.rope_parameters(),
+                summary=summary,
+            ),
         )
     print(format_table(rows, _COLUMNS, headers={"rotary_dim": "rotary dim"}, digits=10))
     print(f"\n{len(PRESETS)} presets; `ropelab presets --show NAME` prints one's config and source")
@@ -73,12 +75,13 @@ def _show(args: argparse.Namespace) -> int:
     print(json.dumps(preset.rope_parameters(), indent=2))
     append_jsonl(
         args.out / "results.jsonl",
-        {
-            "command": "presets",
-            "time": time.time(),
-            **preset.to_dict(),
-            "rope_parameters": preset.rope_parameters(),
-        },
+        stamp(
+            table_context(command="presets"),
+            None,
+            None,
+            **{**preset.to_dict(), "model": preset.model_id, "model_id": preset.source},
+            rope_parameters=preset.rope_parameters(),
+        ),
     )
     print(f"results: {args.out / 'results.jsonl'}")
     return 0

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from ropelab.cli.common import add_method_args, add_out_arg, named_ropes_from_args
 from ropelab.cli.flags import positive_int
 from ropelab.errors import RopeConfigError
 from ropelab.export import FORMATS, check_exportable, export, export_layers, hf_notes
+from ropelab.registry import spec_of_rope
 from ropelab.report import append_jsonl, format_table
+from ropelab.report.provenance import stamp, table_context
 from ropelab.rope import pair_views, summarize
 
 
@@ -132,16 +133,16 @@ def run_inspect(args: argparse.Namespace) -> int:
         print("pairs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         append_jsonl(
             args.out / "results.jsonl",
-            {
-                "command": "inspect",
-                "time": time.time(),
-                "layer_type": layer_type,
-                "rope": rope.to_dict(),
-                "trained_length": trained,
-                "target_length": target,
-                "summary": counts,
-                "pairs": views[label],
-            },
+            stamp(
+                table_context(command="inspect", trained_length=trained),
+                spec_of_rope(rope),
+                rope.to_dict(),
+                layer_type=layer_type,
+                rope=rope.to_dict(),
+                target_length=target,
+                summary=counts,
+                pairs=views[label],
+            ),
         )
     if args.plot is not None:
         from ropelab.report.plots import plot_pair_views
@@ -187,12 +188,13 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"# differs from ropelab: {line}")
         append_jsonl(
             args.out / "results.jsonl",
-            {
-                "command": "export",
-                "time": time.time(),
-                "format": fmt,
-                "rope": record if len(named) > 1 else named[0][1].to_dict(),
-                "export": out,
-            },
+            stamp(
+                table_context(command="export", trained_length=named[0][1].config.trained_length),
+                spec_of_rope(named[0][1]) if len(named) == 1 else None,
+                named[0][1].to_dict() if len(named) == 1 else None,
+                format=fmt,
+                rope=record if len(named) > 1 else named[0][1].to_dict(),
+                export=out,
+            ),
         )
     return 0

@@ -90,8 +90,8 @@ def corpus_identity(name: str, parts: Iterable[str | bytes]) -> dict[str, str]:
 def run_context(
     *,
     command: str,
-    model: str,
-    model_id: str,
+    model: str | None,
+    model_id: str | None,
     trained_length: int | None,
     dtype: str,
     device: str,
@@ -113,6 +113,21 @@ def run_context(
         "versions": versions(),
         "corpus": dict(corpus) if corpus is not None else None,
     }
+
+
+def table_context(*, command: str, trained_length: int | None = None) -> dict[str, Any]:
+    """The run context of a command that computes from a method alone, with no model or corpus
+    (``inspect``, ``export``, ``check``, ``presets``): model and corpus fields are ``None``; the tables are
+    computed on the CPU in float32 (frequencies) and float64 (angles)."""
+    return run_context(
+        command=command,
+        model=None,
+        model_id=None,
+        trained_length=trained_length,
+        dtype="float32",
+        device="cpu",
+        corpus=None,
+    )
 
 
 def method_fields(spec: MethodSpec | None, resolved: Mapping[str, Any] | None = None) -> dict[str, Any]:
