@@ -455,9 +455,9 @@ def test_results_rows_carry_every_field_and_render(tmp_path: Path) -> None:
     body = [line.strip("| ").split(" | ") for line in lines[4:]]
     assert [int(b[0]) for b in body] == [0, 1, 2]  # one line per evaluation; the other command ignored
     for b, e in zip(body, summary_evals(tmp_path), strict=True):
-        assert float(b[1]) == pytest.approx(e["loss"], rel=1e-4)
-        assert float(b[2]) == pytest.approx(e["loss_within"], rel=1e-4)
-        assert float(b[3]) == pytest.approx(e["loss_beyond"], rel=1e-4)
+        assert float(b[1]) == pytest.approx(e["loss"], rel=5e-4)
+        assert float(b[2]) == pytest.approx(e["loss_within"], rel=5e-4)
+        assert float(b[3]) == pytest.approx(e["loss_beyond"], rel=5e-4)
 
 
 def summary_evals(out: Path) -> list[dict]:

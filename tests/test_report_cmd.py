@@ -132,3 +132,28 @@ def test_runs_with_other_settings_in_one_folder_are_not_merged(tmp_path: Path) -
     text = render_results([_copy(rows + fewer, tmp_path / "run-d")]).sections[0].text
     assert "| none (trials=2) | 2/2  | 2/2  | 0/2 (no number answered) |" in text
     assert "| none (trials=1) | 1/1  | 1/1  | 0/1 (no number answered) |" in text
+
+
+def _tables(text: str) -> list[str]:
+    """The Markdown tables of ``text`` (runs of lines starting with '|')."""
+    out, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            out.append("\n".join(block))
+            block = []
+    return out
+
+
+def test_the_readme_lab_and_finetune_tables_are_rendered_from_the_committed_results() -> None:
+    """`ropelab report docs/lab` and `docs/finetune`: the README's lab table (encodings) and fine-tuning
+    table are what the renderers print from the committed rows, byte for byte."""
+    from ropelab.results import render_results
+
+    readme = (ROOT / "README.md").read_text()
+    lab = render_results([ROOT / "docs" / "lab"]).text
+    encodings = lab.split("## Encodings, trained short, tested long", 1)[1]
+    assert _tables(encodings)[0] in readme
+    finetune = _tables(render_results([ROOT / "docs" / "finetune"]).text)
+    assert len(finetune) == 1 and finetune[0] in readme

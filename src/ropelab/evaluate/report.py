@@ -259,21 +259,22 @@ def _file_part(label: str) -> str:
 
 
 def passkey_plots(records: Iterable[Row], out: str | Path, *, title: str = "") -> list[Path]:
-    """``OUT/passkey_LABEL.png`` per series: accuracy by length and depth, the trial count in the title."""
+    """``OUT/passkey_LABEL.png`` per series: accuracy by length and depth, each cell as correct / trials
+    (:func:`ropelab.report.plots.plot_heatmap`, colour-blind-safe), the trial count under the title."""
     from ropelab.report.plots import plot_heatmap
 
     rows = [r for r in records if r.get("length") is not None and r.get("accuracy") is not None]
     paths = []
     for label, members in series(rows).items():
         grid = {(int(r["length"]), float(r["depth"])): float(r["accuracy"]) for r in members}
-        trials = _one(r.get("trials") for r in members)
+        trials = {(int(r["length"]), float(r["depth"])): int(r["trials"]) for r in members if r.get("trials")}
         paths.append(
             plot_heatmap(
                 grid,
                 Path(out) / f"passkey_{_file_part(label)}.png",
                 trained_length=trained_length_of(members),
-                title=f"{title + ' ' if title else ''}passkey, {label}"
-                + (f" ({trials} trials per cell)" if trials else ""),
+                title=f"{title + ' ' if title else ''}passkey, {label}",
+                trials=trials or None,
             )
         )
     return paths
