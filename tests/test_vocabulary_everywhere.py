@@ -75,3 +75,10 @@ def test_encodings_are_not_methods_for_a_loaded_model() -> None:
 
     with pytest.raises(RopeConfigError, match="encoding"):
         expand_methods("alibi")
+
+
+def test_the_labs_factor_policy_is_refused_for_a_loaded_model() -> None:
+    from ropelab.evaluate import expand_methods
+
+    with pytest.raises(RopeConfigError, match="lab's factor policy"):
+        expand_methods("ntk*4", [2])

@@ -59,6 +59,10 @@ def expand_methods(
                     f"{spec.method!r} is an encoding the lab trains models with, not a method for a loaded "
                     f"model (see `ropelab methods`)"
                 )
+            if spec.multiplier != 1.0:
+                raise RopeConfigError(
+                    f"{spec.label!r}: '*A' is the lab's factor policy; give a model's method --factor instead"
+                )
             if log_n and not spec.log_n:
                 spec = MethodSpec(spec.method, spec.params, True, spec.multiplier)
             entry = REGISTRY[spec.method]
