@@ -4,12 +4,13 @@ One public call per command (the CLI is parse -> one call -> print):
 
 - :func:`evaluate_methods` (``ropelab eval``) -> :class:`EvalRun`;
 - :func:`passkey_grid` (``ropelab passkey``) -> :class:`PasskeyRun`;
-- :func:`render_results` (``ropelab report``): tables, ``report.md`` and plots re-drawn from results files,
-  several runs side by side, without loading a model.
+- :func:`render_results`: eval and passkey tables, ``report.md`` and plots re-drawn from results files,
+  several runs side by side, without loading a model (``ropelab report`` is
+  :func:`ropelab.results.render_results`, the same with every command's renderer).
 
 The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, :func:`eval_plots`,
 :func:`passkey_plots`) take rows, from a run or from files; :data:`RENDERERS` maps a results row's
-``command`` to the function that renders its rows.
+``command`` (eval, passkey) to the function that renders its rows.
 """
 
 from ropelab.evaluate.passkey_grid import PasskeyRun, passkey_grid
