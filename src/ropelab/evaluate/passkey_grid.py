@@ -4,7 +4,8 @@ Each cell (method, length, depth) is appended to ``OUT/results.jsonl`` as it fin
 :func:`ropelab.report.provenance.stamp` and keyed by :func:`~ropelab.report.provenance.resume_key` over the
 run context (model files, dtype, device, versions, the prompt text), the method and the cell (length,
 depth, trials, seed, tokens generated); a rerun skips every cell already there, and never reuses a row of
-an older layout.
+an older layout. Under ``torchrun --nproc_per_node=K`` the cells are split over the ranks
+(:mod:`ropelab.evaluate.shard`); the rows are those of one process.
 
 >>> run = passkey_grid("smollm2", methods="none,yarn", factors=[2], lengths=[4096, 8192],
 ...                    depths=[0.5], trials=2, out="runs/passkey")            # doctest: +SKIP
@@ -25,11 +26,12 @@ from ropelab.errors import RopeConfigError
 from ropelab.evaluate.passkey import FILLER, INTRO, QUESTION, cell_prompts, key_line, run_cell
 from ropelab.evaluate.report import passkey_plots, passkey_table
 from ropelab.evaluate.setup import expand_methods, model_or_name
-from ropelab.fsutil import folder_lock
+from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
 from ropelab.hf import Extension, extend
 from ropelab.registry import MethodSpec
-from ropelab.report import append_jsonl, read_jsonl
+from ropelab.report import read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
+from ropelab.train.distributed import Dist, barrier, broadcast_object, join
 
 #: tokens generated per trial (the first number in them is the answer)
 NEW_TOKENS = 8
@@ -50,9 +52,14 @@ class PasskeyRun:
     out: Path
     plots: list[Path] = field(default_factory=list)
     trained_length: int | None = None
+    #: this process's rank of ``world`` under ``torchrun`` (every rank returns the same records)
+    rank: int = 0
+    world: int = 1
 
     def text(self) -> str:
-        """What ``ropelab passkey`` prints."""
+        """What ``ropelab passkey`` prints (under ``torchrun``: rank 0; the other ranks one line)."""
+        if self.rank:
+            return f"rank {self.rank} of {self.world}: done; rank 0 prints the table"
         return "\n".join(
             [
                 *(f"plot: {p}" for p in self.plots),
@@ -99,6 +106,9 @@ def passkey_grid(
     if not lengths:
         raise RopeConfigError("give at least one length")
     specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
+    d = join(device)  # under torchrun: the cells are split over the ranks, each on its own device
+    if d.distributed:
+        device, say = d.device, say if d.main else (lambda _line: None)
     t0 = time.perf_counter()
     loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
     say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
@@ -117,7 +127,8 @@ def passkey_grid(
         threads=threads,
     )
     out = Path(out)
-    with folder_lock(out):  # one process per folder: two would write every cell twice
+    context = shared_context(context, d)  # under torchrun: rank 0's, so rows are one process's
+    with job_lock(out, d):  # one job per folder: two would write every cell twice
         records = _grid(
             loaded.model,
             loaded.tokenizer,
@@ -130,9 +141,10 @@ def passkey_grid(
             seed,
             out,
             progress,
+            d,
         )
-    drawn = passkey_plots(records, out, title=loaded.name) if plots else []
-    return PasskeyRun(records, passkey_table(records), out, drawn, loaded.trained_length)
+    drawn = passkey_plots(records, out, title=loaded.name) if plots and d.main else []
+    return PasskeyRun(records, passkey_table(records), out, drawn, loaded.trained_length, d.rank, d.world)
 
 
 def _grid(
@@ -147,48 +159,74 @@ def _grid(
     seed: int,
     out: Path,
     progress: bool,
+    d: Dist,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
     result_file = out / "results.jsonl"
-    done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "passkey" and is_current(r)}
-    total = len(specs) * len(lengths) * len(depths)
-    bar = progress_bar(total, desc="passkey", unit="cells", disable=not progress)
-    records = []
-    for spec in specs:
-        cells = [
-            (
-                length,
-                depth,
-                resume_key(
-                    context, spec, length=length, depth=depth, trials=trials, seed=seed, new_tokens=NEW_TOKENS
-                ),
-            )
-            for length in lengths
-            for depth in depths
-        ]
+    cells = [
+        (
+            spec,
+            length,
+            depth,
+            resume_key(
+                context, spec, length=length, depth=depth, trials=trials, seed=seed, new_tokens=NEW_TOKENS
+            ),
+        )
+        for spec in specs
+        for length in lengths
+        for depth in depths
+    ]
+    # rank 0 (the only process of a one-process run) reads what is done and hands out the rest
+    done = _done_cells(result_file) if d.main else {}
+    mine = my_share([i for i, (*_, key) in enumerate(cells) if key not in done], d)
+    bar = progress_bar(len(cells), desc="passkey", unit="cells", disable=not (progress and d.main))
+    shown = sum(key in done for *_, key in cells)
+    bar.update(shown)
+    current: MethodSpec | None = None
+    for i in mine:
+        spec, length, depth, key = cells[i]
         ext = extensions[spec.label]
-        if any(key not in done for *_, key in cells):
+        if spec is not current:
             extend(model, ext)
-        for length, depth, key in cells:
-            if key not in done:
-                bar.set_postfix_str(f"{spec.label} L={length} depth={depth:g}")
-                t0 = time.perf_counter()
-                cell = run_cell(model, tokenizer, length, depth, trials, seed, new_tokens=NEW_TOKENS)
-                row = stamp(
-                    context,
-                    spec,
-                    ext.resolved(),
-                    key=key,
-                    seed=seed,
-                    new_tokens=NEW_TOKENS,
-                    seconds=time.perf_counter() - t0,
-                    **cell,
-                )
-                append_jsonl(result_file, row)
-                done[key] = row
-            bar.update(1)
-            records.append(done[key])
+            current = spec
+        bar.set_postfix_str(f"{spec.label} L={length} depth={depth:g}")
+        t0 = time.perf_counter()
+        cell = run_cell(model, tokenizer, length, depth, trials, seed, new_tokens=NEW_TOKENS)
+        row = stamp(
+            context,
+            spec,
+            ext.resolved(),
+            key=key,
+            seed=seed,
+            new_tokens=NEW_TOKENS,
+            seconds=time.perf_counter() - t0,
+            **cell,
+        )
+        append_row(result_file, row, d)
+        done[key] = row
+        if d.main:
+            if d.distributed:
+                done = _done_cells(result_file)  # the other ranks' too
+            now = sum(key in done for *_, key in cells)
+            bar.update(now - shown)
+            shown = now
+    if current is not None:
         extend(model, "none")
     bar.close()
-    return records
+    barrier(d)  # every rank's cells are in the file
+    records = None
+    if d.main:
+        done = _done_cells(result_file) if d.distributed else done
+        missing = sum(key not in done for *_, key in cells)
+        if missing:
+            raise RopeConfigError(
+                f"{missing} cells are missing from {result_file} after every rank finished: under torchrun "
+                "every rank must write to the same --out folder"
+            )
+        records = [done[key] for *_, key in cells]
+    return list(broadcast_object(records, d))
+
+
+def _done_cells(result_file: Path) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "passkey" and is_current(r)}

@@ -21,6 +21,7 @@ from ropelab.evaluate.sweep import EvalPlan, documents_identity, run_sweep, toke
 from ropelab.registry import MethodSpec
 from ropelab.report import read_jsonl
 from ropelab.report.provenance import run_context
+from ropelab.train.distributed import join
 
 
 @dataclass
@@ -37,9 +38,15 @@ class EvalRun:
     documents: list[str] = field(default_factory=list)
     trained_length: int | None = None
     wall_seconds: float = 0.0
+    #: this process's rank of ``world`` under ``torchrun`` (every rank returns the same records)
+    rank: int = 0
+    world: int = 1
 
     def text(self) -> str:
-        """What ``ropelab eval`` prints: each table under its title, then where the files are."""
+        """What ``ropelab eval`` prints: each table under its title, then where the files are (under
+        ``torchrun``: rank 0; the other ranks one line)."""
+        if self.rank:
+            return f"rank {self.rank} of {self.world}: done; rank 0 prints the tables and writes the report"
         parts = []
         for metric, table in self.tables.items():
             rows = [r for r in self.records if r["metric"] == metric]
@@ -93,8 +100,9 @@ def evaluate_methods(
     Writes ``OUT/doc_results.jsonl`` (per document), ``OUT/results.jsonl`` (per method, metric and length;
     every row stamped with :func:`ropelab.report.provenance.stamp`), and ``OUT/report.md`` and, with
     ``plots``, ``OUT/eval_METRIC.png`` of every eval run in the folder. A rerun skips every unit whose
-    resume key is already there. ``log``: a callable that gets one line per step (loading, documents),
-    e.g. ``print``.
+    resume key is already there. Under ``torchrun --nproc_per_node=K`` the units are split over the ranks,
+    each on its own device (:mod:`ropelab.evaluate.shard`); the rows are one process's. ``log``: a
+    callable that gets one line per step (loading, documents), e.g. ``print``.
     """
     say = log or (lambda _line: None)
     specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
@@ -110,6 +118,9 @@ def evaluate_methods(
     from ropelab.data import load_corpus
 
     texts = load_corpus(corpus)  # before the slow model load: a bad corpus fails fast
+    d = join(device)  # under torchrun: the units are split over the ranks, each on its own device
+    if d.distributed:
+        device, say = d.device, say if d.main else (lambda _line: None)
     t0 = time.perf_counter()
     loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
     say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
@@ -135,9 +146,19 @@ def evaluate_methods(
     out = Path(out)
     t0 = time.perf_counter()
     records = run_sweep(
-        loaded.model, documents, plan, specs, out, progress=progress, context=context, extensions=extensions
+        loaded.model,
+        documents,
+        plan,
+        specs,
+        out,
+        progress=progress,
+        context=context,
+        extensions=extensions,
+        dist=d,
     )
     wall = time.perf_counter() - t0
+    if not d.main:  # rank 0 writes the report and plots
+        return EvalRun(records, eval_tables(records), "", out, rank=d.rank, world=d.world)
     # the report and plots show every eval run in the folder (a run with other methods or another dtype
     # adds to them instead of replacing them; shared labels are told apart), the tables printed this run's
     folder = [r for r in read_jsonl(out / "results.jsonl") if r.get("command") == "eval"]
@@ -157,4 +178,5 @@ def evaluate_methods(
         documents=[n for n, _ in documents],
         trained_length=loaded.trained_length,
         wall_seconds=wall,
+        world=d.world,
     )

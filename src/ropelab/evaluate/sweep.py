@@ -3,7 +3,8 @@
 Work is done in units of (method, document). Each finished unit is appended to
 ``OUT/doc_results.jsonl`` at once, so a killed run loses at most the document in flight; a restart
 with the same arguments skips every unit already there. When a method's documents are all done, its
-aggregated cells are appended to ``OUT/results.jsonl``.
+aggregated cells are appended to ``OUT/results.jsonl``. Under ``torchrun`` the units are split over the
+ranks and rank 0 writes the aggregates (:mod:`ropelab.evaluate.shard`); the rows are one process's.
 
 Every row goes through :func:`ropelab.report.provenance.stamp` and carries its
 :func:`~ropelab.report.provenance.resume_key` as ``key``: the run context (model files, trained length,
@@ -25,11 +26,12 @@ import torch
 
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
-from ropelab.fsutil import folder_lock
+from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
 from ropelab.hf import Extension, extend, make_extension, model_geometry
 from ropelab.registry import MethodSpec
 from ropelab.report import append_jsonl, read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
+from ropelab.train.distributed import Dist, barrier, broadcast_object
 
 __all__ = ["EvalPlan", "MethodSpec", "run_sweep", "sweep_context", "token_sha256", "tokenize_documents"]
 
@@ -171,21 +173,38 @@ def run_sweep(
     progress: bool = True,
     context: Mapping[str, Any] | None = None,
     extensions: Mapping[str, Extension] | None = None,
+    dist: Dist | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
     ``context``: the run's :func:`~ropelab.report.provenance.run_context` (default: :func:`sweep_context`);
     ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved.
+    ``dist``: this process's place in a ``torchrun`` job (:func:`ropelab.train.distributed.join`): the
+    units are split over the ranks (:mod:`ropelab.evaluate.shard`); every rank returns the same rows.
     """
+    d = dist or Dist()
     extensions = dict(extensions or {})
     for spec in specs:
         if spec.label not in extensions:
             extensions[spec.label] = make_extension(model.config, spec)
     context = dict(context) if context is not None else sweep_context(model, plan, docs)
-    with folder_lock(out):  # one process per folder: two would write every row twice
+    context = shared_context(context, d)
+    with job_lock(out, d):  # one job per folder: two would write every row twice
         return _run_sweep(
-            model, docs, plan, specs, Path(out), progress=progress, context=context, extensions=extensions
+            model,
+            docs,
+            plan,
+            specs,
+            Path(out),
+            progress=progress,
+            context=context,
+            extensions=extensions,
+            d=d,
         )
+
+
+def _done_units(doc_file: Path) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in read_jsonl(doc_file) if r.get("command") == "eval" and is_current(r)}
 
 
 def _run_sweep(
@@ -198,19 +217,11 @@ def _run_sweep(
     progress: bool,
     context: dict[str, Any],
     extensions: dict[str, Extension],
+    d: Dist,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
     doc_file, result_file = out / "doc_results.jsonl", out / "results.jsonl"
-    done = {r["key"]: r for r in read_jsonl(doc_file) if r.get("command") == "eval" and is_current(r)}
-    # per row, not per method: a torn (dropped) last row is written again, the others are not
-    finished = {
-        (r["key"], r.get("metric"), r.get("length")): r
-        for r in read_jsonl(result_file)
-        if r.get("command") == "eval" and is_current(r)
-    }
-    bar = progress_bar(len(specs) * len(docs), desc="eval", unit="docs", disable=not progress)
-    records: list[dict[str, Any]] = []
     need = plan.needed_tokens()
     device = next(model.parameters()).device
     hashes = [token_sha256(ids[:, :need]) for _, ids in docs]
@@ -218,63 +229,121 @@ def _run_sweep(
         {**context, "corpus": {"name": plan.corpus, "document": name, "sha256": h}}
         for (name, _), h in zip(docs, hashes, strict=True)
     ]
-    for spec in specs:
+    unit_keys = [
+        [resume_key(unit, spec, **plan.settings(per_document=True)) for unit in units] for spec in specs
+    ]
+    # rank 0 (the only process of a one-process run) reads what is done and hands out the rest
+    done = _done_units(doc_file) if d.main else {}
+    pending = [(i, j) for i, keys in enumerate(unit_keys) for j, k in enumerate(keys) if k not in done]
+    mine = my_share(pending, d)
+    total = len(specs) * len(docs)
+    bar = progress_bar(total, desc="eval", unit="docs", disable=not (progress and d.main))
+    aggregates = _Aggregates(result_file, plan, specs, unit_keys, context, extensions) if d.main else None
+    shown = total - len(pending)
+    bar.update(shown)
+    if aggregates is not None:
+        aggregates.write_ready(done)
+    current: MethodSpec | None = None
+    for i, j in mine:
+        spec, (name, ids), unit, unit_key = specs[i], docs[j], units[j], unit_keys[i][j]
         ext = extensions[spec.label]
-        resolved = ext.resolved()
-        key = resume_key(context, spec, **plan.settings())
-        unit_keys = [resume_key(unit, spec, **plan.settings(per_document=True)) for unit in units]
-        pending = [k for k in unit_keys if k not in done]
-        bar.update(len(docs) - len(pending))
-        if pending:
+        if spec is not current:
             extend(model, ext)
-        per_doc: list[dict[str, Sums]] = []
-        for (name, ids), unit, unit_key in zip(docs, units, unit_keys, strict=True):
-            if unit_key in done:
-                cells = {k: Sums(**v) for k, v in done[unit_key]["cells"].items()}
-            else:
-                bar.set_postfix_str(f"{spec.label} {name}")
-                cells = _doc_cells(model, ids[:, :need].to(device), plan, ext.rope.method.dynamic)
-                record = stamp(
-                    unit,
-                    spec,
-                    resolved,
-                    key=unit_key,
-                    doc=name,
-                    tokens_sha256=unit["corpus"]["sha256"],
-                    settings=plan.settings(per_document=True),
-                    cells={k: asdict(v) for k, v in cells.items()},
-                )
-                append_jsonl(doc_file, record)
-                done[unit_key] = record
-                bar.update(1)
-            per_doc.append(cells)
+            current = spec
+        bar.set_postfix_str(f"{spec.label} {name}")
+        cells = _doc_cells(model, ids[:, :need].to(device), plan, ext.rope.method.dynamic)
+        record = stamp(
+            unit,
+            spec,
+            ext.resolved(),
+            key=unit_key,
+            doc=name,
+            tokens_sha256=unit["corpus"]["sha256"],
+            settings=plan.settings(per_document=True),
+            cells={k: asdict(v) for k, v in cells.items()},
+        )
+        append_row(doc_file, record, d)
+        done[unit_key] = record
+        if aggregates is not None:  # each method's rows as soon as all its documents are in
+            if d.distributed:
+                done = _done_units(doc_file)  # the other ranks' too
+            now = sum(k in done for keys in unit_keys for k in keys)
+            bar.update(now - shown)
+            shown = now
+            aggregates.write_ready(done)
+    if current is not None:
         extend(model, "none")
-        method_records = []
+    bar.close()
+    barrier(d)  # every rank's units are in the file
+    records = None
+    if aggregates is not None:
+        records = aggregates.write_ready(_done_units(doc_file) if d.distributed else done, last=True)
+    return list(broadcast_object(records, d))
+
+
+class _Aggregates:
+    """Rank 0's writer of ``results.jsonl``: each method's rows (per metric and length, over documents)
+    once all its documents are done, in the sweep's order, each row once."""
+
+    def __init__(
+        self,
+        result_file: Path,
+        plan: EvalPlan,
+        specs: Sequence[MethodSpec],
+        unit_keys: list[list[str]],
+        context: dict[str, Any],
+        extensions: dict[str, Extension],
+    ) -> None:
+        self.result_file, self.plan, self.specs, self.unit_keys = result_file, plan, specs, unit_keys
+        self.context, self.extensions = context, extensions
+        # per row, not per method: a torn (dropped) last row is written again, the others are not
+        self.finished = {
+            (r["key"], r.get("metric"), r.get("length")): r
+            for r in read_jsonl(result_file)
+            if r.get("command") == "eval" and is_current(r)
+        }
+        self.records: list[dict[str, Any]] = []
+        self.next = 0  # the first method whose rows are not written yet
+
+    def write_ready(self, done: Mapping[str, dict[str, Any]], *, last: bool = False) -> list[dict[str, Any]]:
+        """Write the rows of every method, in order, whose documents are all in ``done``; returns the rows
+        so far. ``last``: every method must be complete (a missing document is an error)."""
+        while self.next < len(self.specs) and all(k in done for k in self.unit_keys[self.next]):
+            self._write(self.specs[self.next], [done[k] for k in self.unit_keys[self.next]])
+            self.next += 1
+        if last and self.next < len(self.specs):
+            missing = sum(k not in done for keys in self.unit_keys for k in keys)
+            where = self.result_file.with_name("doc_results.jsonl")
+            raise RopeConfigError(
+                f"{missing} documents' rows are missing from {where} after every rank finished: under "
+                "torchrun every rank must write to the same --out folder"
+            )
+        return self.records
+
+    def _write(self, spec: MethodSpec, rows: list[dict[str, Any]]) -> None:
+        per_doc = [{k: Sums(**v) for k, v in row["cells"].items()} for row in rows]
+        key = resume_key(self.context, spec, **self.plan.settings())
+        resolved = self.extensions[spec.label].resolved()
         for cell in sorted(per_doc[0], key=_cell_order):  # computed and resumed units in one order
             metric, length = cell.split(":")
-            stat = aggregate(d[cell] for d in per_doc)
-            method_records.append(
-                stamp(
-                    context,
-                    spec,
-                    resolved,
-                    key=key,
-                    metric=metric,
-                    length=int(length),
-                    loss=stat.loss,
-                    ppl=stat.ppl,
-                    ci_low=stat.low,
-                    ci_high=stat.high,
-                    tokens=stat.tokens,
-                    docs=stat.docs,
-                    settings=plan.settings(),
-                )
+            stat = aggregate(doc[cell] for doc in per_doc)
+            record = stamp(
+                self.context,
+                spec,
+                resolved,
+                key=key,
+                metric=metric,
+                length=int(length),
+                loss=stat.loss,
+                ppl=stat.ppl,
+                ci_low=stat.low,
+                ci_high=stat.high,
+                tokens=stat.tokens,
+                docs=stat.docs,
+                settings=self.plan.settings(),
             )
-        for record in method_records:
-            cell = (key, record["metric"], record["length"])
-            if cell not in finished:
-                append_jsonl(result_file, record)
-                finished[cell] = record
-            records.append(finished[cell])  # a row already there is returned as it was written
-    bar.close()
-    return records
+            where = (key, metric, int(length))
+            if where not in self.finished:
+                append_jsonl(self.result_file, record)
+                self.finished[where] = record
+            self.records.append(self.finished[where])  # a row already there is returned as it was written

@@ -46,7 +46,7 @@ from ropelab.train.distributed import (
     unwrap,
     wrap,
 )
-from ropelab.train.loop import LoopResult, run_loop, set_determinism
+from ropelab.train.loop import LoopResult, remove_state, run_loop, set_determinism
 from ropelab.train.optim import adamw, warmup_cosine
 
 
@@ -158,7 +158,8 @@ def run_finetune(
     command: str = "",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The ``ropelab finetune`` job (see the module doc); resumable from ``out/state.pt``.
+    """The ``ropelab finetune`` job (see the module doc); resumable from ``out/state.pt`` (under FSDP with
+    each rank's shards of the model and optimiser in ``out/state.dcp/``).
 
     ``target``: what to train (:class:`~ropelab.finetune.target.Target`); None loads ``cfg.model`` as a
     transformers model (:class:`~ropelab.finetune.hf_target.HFTarget`) on ``cfg.corpus``.
@@ -317,7 +318,7 @@ def _run(
             summary["tokens_per_s_median"] = sorted(rates)[len(rates) // 2] if rates else None
             save_rows(result, final={"saved": summary["model"]})
             summary["results"] = str(results_path)
-            (out / "state.pt").unlink(missing_ok=True)
+            remove_state(out / "state.pt")  # and an FSDP job's shards (state.dcp/)
     if d.main:
         atomic_write(summary_path, json.dumps(summary, indent=1, sort_keys=True))
     return summary

@@ -5,8 +5,13 @@ ropelab does not implement data parallelism: under ``torchrun --nproc_per_node=K
 (NCCL on GPUs, gloo on CPUs), :func:`wrap` hands the model to ``DistributedDataParallel`` or to
 FSDP2's ``fully_shard`` (one shard group per transformer block, then the root), and the gradient
 all-reduce / reduce-scatter is theirs. What is ours: which rows of the global batch each rank
-takes (:class:`ShardedBatches`), averaging the logged loss, and saving and loading
-full (unsharded) state dicts on rank 0 through ``torch.distributed.checkpoint.state_dict``.
+takes (:class:`ShardedBatches`), averaging the logged loss, and saving and loading the model and
+optimiser: full state dicts (DDP: every rank holds the whole model; rank 0 writes them) or, under FSDP,
+each rank's own shards through ``torch.distributed.checkpoint`` (:func:`save_shards`,
+:func:`load_shards`): nothing gathers the whole model and optimiser on one rank.
+
+Jobs whose ranks work alone (``eval`` and ``passkey`` split their units over the ranks) :func:`join`
+the group with strategy ``none`` and use :func:`broadcast_object` and :func:`barrier`.
 
 Started without ``torchrun`` (``WORLD_SIZE`` unset), everything here is a no-op: one process, the
 model unwrapped, plain ``state_dict`` calls.
@@ -14,10 +19,14 @@ model unwrapped, plain ``state_dict`` calls.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import datetime
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +35,9 @@ from torch import nn
 from ropelab.errors import RopeConfigError
 
 STRATEGIES = ("auto", "ddp", "fsdp")
+#: how long a rank of a job whose ranks work alone waits for the others at a barrier: a rank may finish
+#: its share long before the slowest (one unit of a long-context sweep can take most of an hour on CPUs)
+ALONE_TIMEOUT = datetime.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"
-    strategy: str = "none"  # "none" | "ddp" | "fsdp"
+    strategy: str = "none"  # "none" (one process, or ranks that work alone) | "ddp" | "fsdp"
 
     @property
     def main(self) -> bool:
@@ -48,14 +60,15 @@ class Dist:
         return self.world > 1
 
 
-def setup(device: str = "auto", strategy: str = "auto") -> Dist:
+def setup(device: str = "auto", strategy: str = "auto", *, timeout: datetime.timedelta | None = None) -> Dist:
     """Join the ``torchrun`` process group if there is one; pick the device.
 
     ``device``: ``auto`` (this rank's GPU if CUDA is available, else CPU), ``cpu``, ``cuda`` (this
     rank's GPU), or for one process ``cuda:N`` (GPU N) and ``mps`` (Apple GPU).
-    ``strategy``: ``auto`` (DDP when distributed), ``ddp`` or ``fsdp``.
+    ``strategy``: ``auto`` (DDP when distributed), ``ddp`` or ``fsdp``; ``none`` (not a user's choice:
+    :func:`join`) for ranks that work alone. ``timeout``: the group's collective timeout (torch's default).
     """
-    if strategy not in STRATEGIES:
+    if strategy not in (*STRATEGIES, "none"):
         raise RopeConfigError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -87,8 +100,36 @@ def setup(device: str = "auto", strategy: str = "auto") -> Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(rank, world, local, device, "fsdp" if strategy == "fsdp" else "ddp")
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, **({"timeout": timeout} if timeout is not None else {}))
+    return Dist(rank, world, local, device, strategy if strategy in ("fsdp", "none") else "ddp")
+
+
+def join(device: str | None = "auto") -> Dist:
+    """This process's place in a ``torchrun`` job whose ranks work alone (``eval``, ``passkey``).
+
+    One process (``WORLD_SIZE`` unset or 1): ``Dist()``, nothing joined (the caller keeps its own
+    device). Under ``torchrun``: the group is joined (gloo on CPUs, NCCL on GPUs, with
+    :data:`ALONE_TIMEOUT`) unless the caller's program already did, on this rank's device (``auto``:
+    ``cuda:LOCAL_RANK`` where there is CUDA, else the CPU); a group joined here is left when the process
+    exits, so that several jobs of one program share it.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    joined_here = not dist.is_initialized()
+    d = setup(device or "auto", "none", timeout=ALONE_TIMEOUT)
+    if joined_here:
+        atexit.register(_leave)
+    return d
+
+
+def _leave() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def teardown(d: Dist) -> None:
@@ -161,6 +202,17 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def broadcast_object(value: Any, d: Dist) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every rank; ``value`` itself in one process."""
+    if not d.distributed:
+        return value
+    import torch.distributed as dist
+
+    box = [value if d.main else None]
+    dist.broadcast_object_list(box, src=0, device=torch.device(d.device) if d.device != "cpu" else None)
+    return box[0]
+
+
 def _options() -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -203,6 +255,44 @@ def load_optimizer_state(
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def save_shards(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist) -> None:
+    """Write the model and optimiser of an FSDP job to ``folder`` through ``torch.distributed.checkpoint``.
+
+    Every rank calls it and writes its own shards (``__RANK_0.distcp``); rank 0 adds ``.metadata`` (where
+    each shard of each tensor lies) once all have written. Nothing is gathered: a rank holds its
+    1/K of the parameters and optimiser moments, as in training. A folder left by an earlier, unfinished
+    save is cleared first. The layout is torch's (``torch.distributed.checkpoint.FileSystemWriter``), so
+    ``torch.distributed.checkpoint.format_utils.dcp_to_torch_save`` turns it into one file offline.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    folder = Path(folder)
+    if d.main and folder.exists():
+        shutil.rmtree(folder)
+    barrier(d)
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # sharded (DTensor) views, no copies
+    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder)
+
+
+def load_shards(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist) -> None:
+    """Read what :func:`save_shards` wrote into the FSDP ``model`` and ``optimizer``: each rank reads the
+    pieces of its own shards (in place into its state dicts), then hands them to the model and optimiser."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    folder = Path(folder)
+    if not (folder / ".metadata").is_file():
+        raise RopeConfigError(
+            f"{folder} is not a whole sharded resume state (no .metadata); delete it to start again"
+        )
+    # the optimiser's moments exist once it has stepped: get_state_dict creates them (a step at lr 0)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optimizer": optim_sd}
+    dcp.load(state, checkpoint_id=folder)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
 @contextlib.contextmanager

@@ -9,6 +9,12 @@ and the result equals an uninterrupted run (bitwise on one machine with one thre
 An optional ``eval_fn(step) -> dict`` runs at step 0, every ``eval_every`` steps and at the end,
 with the model in eval mode and the RNG untouched. Under ``torchrun`` the same loop drives a DDP or
 FSDP model (:mod:`ropelab.train.distributed`): rank 0 writes the state, every rank reads it.
+
+Under FSDP the model and optimiser are not in ``state_path``: every rank writes its own shards through
+``torch.distributed.checkpoint`` to ``STATE.dcp/step-N/`` (:func:`shards_folder`), and the small file
+``state_path``, written by rank 0 once every shard is down, names that folder: it is the commit point,
+so a save killed half-way leaves the previous state whole (its folder is removed only after the new
+``state_path`` names the new one).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,10 +40,12 @@ from ropelab.train.distributed import (
     barrier,
     load_model_state,
     load_optimizer_state,
+    load_shards,
     mean_over_ranks,
     model_state,
     no_sync,
     optimizer_state,
+    save_shards,
     sum_over_ranks,
 )
 
@@ -114,6 +123,17 @@ def load_state(path: str | Path) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise RopeConfigError(f"{path} is a resume state of another version; delete it to start again")
     return state
+
+
+def shards_folder(state_path: str | Path) -> Path:
+    """Where an FSDP job's shards of the resume state go: ``STATE.dcp`` next to ``STATE.pt``."""
+    return Path(state_path).with_suffix(".dcp")
+
+
+def remove_state(state_path: str | Path) -> None:
+    """Delete a resume state: the file and, for an FSDP job, its shards."""
+    Path(state_path).unlink(missing_ok=True)
+    shutil.rmtree(shards_folder(state_path), ignore_errors=True)
 
 
 def _first_line(err: BaseException) -> str:
@@ -219,8 +239,14 @@ def run_loop(
                 f"{state_path} was written by another run ({state.get('meta')}); "
                 "delete it or use another output folder"
             )
-        load_model_state(model, state["model"], d)
-        load_optimizer_state(model, optimizer, state["optimizer"], d)
+        if "shards" in state:  # an FSDP job's: each rank reads its own shards
+            if d.strategy != "fsdp":
+                raise RopeConfigError(f"{state_path} is an FSDP job's (sharded) state; resume it with FSDP")
+            assert state_path is not None
+            load_shards(shards_folder(state_path) / state["shards"], model, optimizer, d)
+        else:
+            load_model_state(model, state["model"], d)
+            load_optimizer_state(model, optimizer, state["optimizer"], d)
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["batches"])
@@ -248,20 +274,26 @@ def run_loop(
         ensure_finite(step)
         if state_path is None:
             return
-        full = {
-            "version": STATE_VERSION,
-            "step": step,
-            "meta": meta,
-            "model": model_state(model, d),  # every rank: FSDP gathers the shards
-            "optimizer": optimizer_state(model, optimizer, d),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "batches": batches.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-            "history": result.history,
-            "evals": result.evals,
-        }
+        full: dict[str, Any] = {"version": STATE_VERSION, "step": step, "meta": meta}
+        if d.strategy == "fsdp":  # every rank writes its shards; the file names them
+            full["shards"] = f"step-{step}"
+            save_shards(shards_folder(state_path) / full["shards"], model, optimizer, d)
+        else:  # DDP: every rank holds the whole model; one process: plain state dicts
+            full["model"] = model_state(model, d)
+            full["optimizer"] = optimizer_state(model, optimizer, d)
+        full.update(
+            scheduler=scheduler.state_dict() if scheduler is not None else None,
+            batches=batches.state_dict(),
+            rng={"torch": torch.get_rng_state(), "python": random.getstate()},
+            history=result.history,
+            evals=result.evals,
+        )
         if d.main:
             save_state(state_path, full)
+            if "shards" in full:  # the file now names the new shards: the older ones can go
+                for old in shards_folder(state_path).iterdir():
+                    if old.name != full["shards"]:
+                        shutil.rmtree(old, ignore_errors=True)
             if on_checkpoint is not None:
                 on_checkpoint(result)
         last_saved[0] = step
