@@ -67,11 +67,12 @@ def _tiny_cfg(model: Path, corpus: Path, **over) -> FinetuneConfig:
     return FinetuneConfig(**{**base, **over})
 
 
-def _torchrun(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], tmp: Path, *, module: bool = True) -> subprocess.CompletedProcess:
+    """2 processes: ``ropelab finetune ARGS``, or (``module=False``) ``ARGS`` = a script and its arguments."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(
-        [*cmd, "-m", "ropelab", "finetune", *args],
+        [*cmd, *(["-m", "ropelab", "finetune"] if module else []), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -123,6 +124,69 @@ def test_two_processes_equal_one_with_the_same_global_batch(
     assert w1.keys() == w2.keys()
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], atol=1e-5, rtol=1e-4)
+
+
+#: run by torchrun: an FSDP fine-tune straight through, the same stopped after 3 steps (rank 0 keeps a copy
+#: of the folder as the stop left it), then resumed: each run loads the model afresh, as a new process would
+_FSDP_STRAIGHT_STOPPED_RESUMED = """
+import json, os, shutil, sys
+from pathlib import Path
+from ropelab.finetune import FinetuneConfig, run_finetune
+
+cfg = FinetuneConfig(**json.loads(sys.argv[1]))
+straight, part = Path(sys.argv[2]), Path(sys.argv[3])
+quiet = {"progress": False, "log": lambda _: None}
+assert run_finetune(cfg, straight, **quiet)["finished"]
+assert not run_finetune(cfg, part, stop_after=3, **quiet)["finished"]
+if os.environ["RANK"] == "0":  # the next run's process group waits for rank 0: nothing is written meanwhile
+    shutil.copytree(part, part.with_name("stopped"))
+assert run_finetune(cfg, part, **quiet)["resumed_from"] == 3
+"""
+
+
+def test_fsdp_resume_through_sharded_checkpoints_equals_uninterrupted(
+    tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    """2 gloo ranks under FSDP: each rank saves and loads its own shards (torch.distributed.checkpoint),
+    nothing whole on rank 0; stopped at step 3 and resumed, the run equals the uninterrupted one."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    from ropelab.train.loop import load_state
+
+    cfg = _tiny_cfg(tiny_model_dir, corpus_dir, steps=4, save_every=2, eval_every=2, strategy="fsdp")
+    script = tmp_path / "fsdp_resume.py"
+    script.write_text(_FSDP_STRAIGHT_STOPPED_RESUMED)
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    _torchrun([str(script), json.dumps(cfg.to_dict()), str(straight), str(part)], tmp_path, module=False)
+    # the stopped run's state: a small state.pt naming step-3's shards, one file per rank, nothing whole
+    stopped = tmp_path / "stopped"
+    state = load_state(stopped / "state.pt")
+    assert state is not None and state["step"] == 3 and state["shards"] == "step-3"
+    assert "model" not in state and "optimizer" not in state
+    assert [p.name for p in (stopped / "state.dcp").iterdir()] == ["step-3"]  # step 2's removed
+    shards = stopped / "state.dcp" / "step-3"
+    files = {p.name: p.stat().st_size for p in shards.iterdir()}
+    assert set(files) == {".metadata", "__0_0.distcp", "__1_0.distcp"}, files
+    meta = FileSystemReader(shards).read_metadata().state_dict_metadata
+    params = sum(m.size.numel() for k, m in meta.items() if k.startswith("model."))
+    moments = sum(m.size.numel() for k, m in meta.items() if k.endswith(("exp_avg", "exp_avg_sq")))
+    assert params > 50_000 and moments == 2 * params  # the whole model and AdamW's two moments
+    for name in ("__0_0.distcp", "__1_0.distcp"):  # each rank wrote about its half of 3 x 4 bytes x params
+        assert 0.3 * 12 * params < files[name] < 0.7 * 12 * params, files
+    # resumed == straight: curve, results rows, weights (bitwise); the finished run leaves no state
+    assert not (part / "state.pt").exists() and not (part / "state.dcp").exists()
+    assert _curve(part) == _curve(straight)
+    numbers = ("kind", "step", "loss", "loss_within", "loss_beyond", "train_loss", "key")
+    assert [[r[k] for k in numbers] for r in _results(part)] == [
+        [r[k] for k in numbers] for r in _results(straight)
+    ]
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(straight / "model" / "model.safetensors"),
+        load_file(part / "model" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_equals_uninterrupted_run(tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
