@@ -127,20 +127,27 @@ def test_two_processes_equal_one_with_the_same_global_batch(
 
 
 #: run by torchrun: an FSDP fine-tune straight through, the same stopped after 3 steps (rank 0 keeps a copy
-#: of the folder as the stop left it), then resumed: each run loads the model afresh, as a new process would
+#: of the folder as the stop left it) then resumed, and stopped before its first step then resumed: each
+#: run loads the model afresh, as a new process would
 _FSDP_STRAIGHT_STOPPED_RESUMED = """
 import json, os, shutil, sys
 from pathlib import Path
+import torch.distributed as dist
 from ropelab.finetune import FinetuneConfig, run_finetune
 
+dist.init_process_group("gloo")  # one group for the five runs (each run leaves it to the script)
 cfg = FinetuneConfig(**json.loads(sys.argv[1]))
 straight, part = Path(sys.argv[2]), Path(sys.argv[3])
 quiet = {"progress": False, "log": lambda _: None}
 assert run_finetune(cfg, straight, **quiet)["finished"]
 assert not run_finetune(cfg, part, stop_after=3, **quiet)["finished"]
-if os.environ["RANK"] == "0":  # the next run's process group waits for rank 0: nothing is written meanwhile
+if os.environ["RANK"] == "0":  # the next run waits for rank 0 (its first collective): nothing is written
     shutil.copytree(part, part.with_name("stopped"))
 assert run_finetune(cfg, part, **quiet)["resumed_from"] == 3
+zero = part.with_name("zero")  # stopped before its first step: a state whose optimiser has not stepped
+assert not run_finetune(cfg, zero, stop_after=0, **quiet)["finished"]
+assert run_finetune(cfg, zero, **quiet)["finished"]
+dist.destroy_process_group()
 """
 
 
@@ -175,7 +182,7 @@ def test_fsdp_resume_through_sharded_checkpoints_equals_uninterrupted(
         assert 0.3 * 12 * params < files[name] < 0.7 * 12 * params, files
     # resumed == straight: curve, results rows, weights (bitwise); the finished run leaves no state
     assert not (part / "state.pt").exists() and not (part / "state.dcp").exists()
-    assert _curve(part) == _curve(straight)
+    assert _curve(part) == _curve(straight) == _curve(tmp_path / "zero")
     numbers = ("kind", "step", "loss", "loss_within", "loss_beyond", "train_loss", "key")
     assert [[r[k] for k in numbers] for r in _results(part)] == [
         [r[k] for k in numbers] for r in _results(straight)

@@ -25,7 +25,7 @@ import datetime
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class Dist:
     local_rank: int = 0
     device: str = "cpu"
     strategy: str = "none"  # "none" (one process, or ranks that work alone) | "ddp" | "fsdp"
+    #: whether :func:`setup` joined the process group (then :func:`teardown` leaves it); a group the
+    #: caller's program joined is the caller's to leave
+    owns_group: bool = field(default=False, compare=False)
 
     @property
     def main(self) -> bool:
@@ -99,10 +102,11 @@ def setup(device: str = "auto", strategy: str = "auto", *, timeout: datetime.tim
         return Dist(device=device)
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend, **({"timeout": timeout} if timeout is not None else {}))
-    return Dist(rank, world, local, device, strategy if strategy in ("fsdp", "none") else "ddp")
+    return Dist(rank, world, local, device, strategy if strategy in ("fsdp", "none") else "ddp", owns)
 
 
 def join(device: str | None = "auto") -> Dist:
@@ -116,11 +120,9 @@ def join(device: str | None = "auto") -> Dist:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
-    import torch.distributed as dist
 
-    joined_here = not dist.is_initialized()
     d = setup(device or "auto", "none", timeout=ALONE_TIMEOUT)
-    if joined_here:
+    if d.owns_group:
         atexit.register(_leave)
     return d
 
@@ -133,13 +135,14 @@ def _leave() -> None:
 
 
 def teardown(d: Dist) -> None:
-    """Leave the process group (after a final barrier) if this process joined one."""
+    """A final barrier, then leave the process group if :func:`setup` joined it."""
     if d.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.barrier()
-            dist.destroy_process_group()
+            if d.owns_group:
+                dist.destroy_process_group()
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -267,32 +270,45 @@ def save_shards(folder: str | Path, model: nn.Module, optimizer: torch.optim.Opt
     ``torch.distributed.checkpoint.format_utils.dcp_to_torch_save`` turns it into one file offline.
     """
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     folder = Path(folder)
     if d.main and folder.exists():
         shutil.rmtree(folder)
     barrier(d)
-    model_sd, optim_sd = get_state_dict(model, optimizer)  # sharded (DTensor) views, no copies
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder)
+    state = {"model": get_model_state_dict(model)}  # sharded (DTensor) views of what each rank holds
+    # an optimiser that has not stepped has no moments: saved without them (asking torch for its state
+    # dict would create them with a step at lr 0, and the resumed run would count that step)
+    if optimizer.state:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    dcp.save(state, checkpoint_id=folder)
 
 
 def load_shards(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist) -> None:
     """Read what :func:`save_shards` wrote into the FSDP ``model`` and ``optimizer``: each rank reads the
     pieces of its own shards (in place into its state dicts), then hands them to the model and optimiser."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     folder = Path(folder)
     if not (folder / ".metadata").is_file():
         raise RopeConfigError(
             f"{folder} is not a whole sharded resume state (no .metadata); delete it to start again"
         )
-    # the optimiser's moments exist once it has stepped: get_state_dict creates them (a step at lr 0)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optimizer": optim_sd}
+    saved = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+    state = {"model": get_model_state_dict(model)}
+    if any(key.startswith("optimizer.") for key in saved):
+        # a fresh optimiser has no moments to load into: torch creates them (a step at lr 0), then reads
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     dcp.load(state, checkpoint_id=folder)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_model_state_dict(model, state["model"])
+    if "optimizer" in state:
+        set_optimizer_state_dict(model, optimizer, state["optimizer"])
 
 
 @contextlib.contextmanager
