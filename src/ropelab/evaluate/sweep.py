@@ -1,9 +1,11 @@
 """A method sweep on a real model: extend, evaluate every document, aggregate; resumable.
 
 Work is done in units of (method, document). Each finished unit is appended to
-``OUT/doc_results.jsonl`` at once, so a killed run loses at most the document in flight; a restart
-with the same arguments skips every unit already there. When a method's documents are all done, its
-aggregated cells are appended to ``OUT/results.jsonl``.
+``OUT/doc_results.jsonl`` at once, so a killed run loses at most the documents in flight; a restart
+with the same arguments skips every unit already there. ``batch_size`` documents of a method are scored
+together (every document is cut to the plan's token count, so they stack without padding); it changes no
+number beyond float rounding (1e-5 nats/token), so it is recorded in the rows but not in the resume key.
+When a method's documents are all done, its aggregated cells are appended to ``OUT/results.jsonl``.
 
 Every row goes through :func:`ropelab.report.provenance.stamp` and carries its
 :func:`~ropelab.report.provenance.resume_key` as ``key``: the run context (model files, trained length,
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
-from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
+from ropelab.evaluate.perplexity import Sums, aggregate, last_sums_rows, prefix_sums_rows, sliding_sums_rows
 from ropelab.fsutil import folder_lock
 from ropelab.hf import Extension, extend, make_extension, model_geometry
 from ropelab.registry import MethodSpec
@@ -106,18 +108,19 @@ def tokenize_documents(
     return out
 
 
-def _doc_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> dict[str, Sums]:
+def _batch_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> list[dict[str, Sums]]:
+    """The cells of each document (row) of ``ids`` ``[b, plan.needed_tokens()]``, scored together."""
     if plan.mode == "prefix":
-        return prefix_sums(model, ids, plan.lengths, dynamic=dynamic)
+        return prefix_sums_rows(model, ids, plan.lengths, dynamic=dynamic)
     if plan.mode == "sliding":
         stride = plan.stride or max(1, min(plan.lengths) // 2)
-        return {
-            f"sliding:{L}": sliding_sums(model, ids[:, : plan.needed_tokens()], L, stride)
-            for L in plan.lengths
+        per_length = {
+            L: sliding_sums_rows(model, ids[:, : plan.needed_tokens()], L, stride) for L in plan.lengths
         }
+        return [{f"sliding:{L}": sums[row] for L, sums in per_length.items()} for row in range(ids.shape[0])]
     if plan.mode == "last":
         assert plan.score_last
-        return last_sums(model, ids, plan.lengths, plan.score_last)
+        return last_sums_rows(model, ids, plan.lengths, plan.score_last)
     raise RopeConfigError(f"unknown evaluation mode {plan.mode!r}; choose prefix, sliding or last")
 
 
@@ -171,12 +174,16 @@ def run_sweep(
     progress: bool = True,
     context: Mapping[str, Any] | None = None,
     extensions: Mapping[str, Extension] | None = None,
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
     ``context``: the run's :func:`~ropelab.report.provenance.run_context` (default: :func:`sweep_context`);
-    ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved.
+    ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved;
+    ``batch_size``: documents of one method per forward (same numbers within 1e-5 nats/token).
     """
+    if batch_size < 1:
+        raise RopeConfigError(f"batch_size (--batch-size) must be >= 1, got {batch_size}")
     extensions = dict(extensions or {})
     for spec in specs:
         if spec.label not in extensions:
@@ -184,7 +191,15 @@ def run_sweep(
     context = dict(context) if context is not None else sweep_context(model, plan, docs)
     with folder_lock(out):  # one process per folder: two would write every row twice
         return _run_sweep(
-            model, docs, plan, specs, Path(out), progress=progress, context=context, extensions=extensions
+            model,
+            docs,
+            plan,
+            specs,
+            Path(out),
+            progress=progress,
+            context=context,
+            extensions=extensions,
+            batch_size=batch_size,
         )
 
 
@@ -198,6 +213,7 @@ def _run_sweep(
     progress: bool,
     context: dict[str, Any],
     extensions: dict[str, Extension],
+    batch_size: int,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
@@ -227,27 +243,27 @@ def _run_sweep(
         bar.update(len(docs) - len(pending))
         if pending:
             extend(model, ext)
-        per_doc: list[dict[str, Sums]] = []
-        for (name, ids), unit, unit_key in zip(docs, units, unit_keys, strict=True):
-            if unit_key in done:
-                cells = {k: Sums(**v) for k, v in done[unit_key]["cells"].items()}
-            else:
-                bar.set_postfix_str(f"{spec.label} {name}")
-                cells = _doc_cells(model, ids[:, :need].to(device), plan, ext.rope.method.dynamic)
+        todo = [i for i, k in enumerate(unit_keys) if k not in done]
+        for first in range(0, len(todo), batch_size):
+            group = todo[first : first + batch_size]
+            bar.set_postfix_str(f"{spec.label} {', '.join(docs[i][0] for i in group)}")
+            ids = torch.cat([docs[i][1][:, :need] for i in group]).to(device)
+            for i, cells in zip(group, _batch_cells(model, ids, plan, ext.rope.method.dynamic), strict=True):
                 record = stamp(
-                    unit,
+                    units[i],
                     spec,
                     resolved,
-                    key=unit_key,
-                    doc=name,
-                    tokens_sha256=unit["corpus"]["sha256"],
+                    key=unit_keys[i],
+                    doc=docs[i][0],
+                    tokens_sha256=units[i]["corpus"]["sha256"],
                     settings=plan.settings(per_document=True),
+                    batch_size=batch_size,
                     cells={k: asdict(v) for k, v in cells.items()},
                 )
                 append_jsonl(doc_file, record)
-                done[unit_key] = record
+                done[unit_keys[i]] = record
                 bar.update(1)
-            per_doc.append(cells)
+        per_doc = [{k: Sums(**v) for k, v in done[k]["cells"].items()} for k in unit_keys]
         extend(model, "none")
         method_records = []
         for cell in sorted(per_doc[0], key=_cell_order):  # computed and resumed units in one order
@@ -268,6 +284,7 @@ def _run_sweep(
                     tokens=stat.tokens,
                     docs=stat.docs,
                     settings=plan.settings(),
+                    batch_size=batch_size,
                 )
             )
         for record in method_records:
