@@ -143,7 +143,9 @@ def long_ids(tokenizer: Any, n: int) -> Any:
     return torch.tensor([ids[:n]])
 
 
-def model_rows(model_name: str, real: bool, length: int, rounds: int) -> list[dict[str, Any]]:
+def model_rows(
+    model_name: str, real: bool, length: int, rounds: int, device: str = "cuda"
+) -> list[dict[str, Any]]:
     import torch
 
     from ropelab.evaluate.nll import token_nll
@@ -151,9 +153,10 @@ def model_rows(model_name: str, real: bool, length: int, rounds: int) -> list[di
     from ropelab.hf.load import load_model
 
     t0 = time.perf_counter()
-    model, tokenizer = load_model(model_name, dtype=torch.bfloat16, device="cuda")
+    model, tokenizer = load_model(model_name, dtype=torch.bfloat16, device=device)
     load_s = time.perf_counter() - t0
-    ids = long_ids(tokenizer, length).cuda()
+    ids = long_ids(tokenizer, length).to(device)
+    cuda = device.startswith("cuda")
     methods = ["none", "self-extend", "rerope+log-n"]
     peaks: dict[str, float] = {}
     losses: dict[str, float] = {}
@@ -161,13 +164,15 @@ def model_rows(model_name: str, real: bool, length: int, rounds: int) -> list[di
     def forward(method: str) -> float:
         """Seconds of one forward with ``method`` (the extension applied outside the timing)."""
         extend(model, method)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         nll = token_nll(model, ids)
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        peaks[method] = torch.cuda.max_memory_allocated() / 2**30
+        peaks[method] = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         losses[method] = float(nll.double().mean())
         return seconds
 

@@ -128,3 +128,11 @@ def test_collect_and_report_write_the_gpu_section(tiny_model_dir: Path, tmp_path
     fresh = "# Benchmark results\n\nnew head\n\n## rotary_speed.py\n\nnew\n"
     kept = run_all.keep_sections(fresh, text)
     assert "new head" in kept and f"## {gpu.SECTION}" in kept and "second note" in kept
+
+
+def test_attention_step_runs_on_the_tiny_model(tiny_model_dir: Path) -> None:
+    """The ``attention`` step's code (load, extend, interleaved forwards, rows) on the CPU, 64 tokens."""
+    gpu = _module("gpu_bench")
+    rows = gpu.model_rows(str(tiny_model_dir), True, 64, 1, device="cpu")
+    assert [r["config"].split(" /")[0] for r in rows] == ["self-extend", "rerope+log-n"]
+    assert all(r["ratio"] > 0 and "loss" in r["detail"] and r["pass"] in (True, False) for r in rows)
