@@ -11,7 +11,8 @@
 #   eval      ropelab eval --dtype bf16 --device cuda --lengths 32k,64k --docs 1    (<= 100)
 #   finetune  ropelab finetune --device cuda --dtype bf16 --length 8k --steps 5     (<= 100)
 #   report    the GPU section of benchmarks/RESULTS.md                               (<= 30)
-# A step that fails or times out is reported as such in the section; the others still run.
+# A step that fails or times out is reported as such in the section; the others still run; the exit
+# status is then 3 (0 when every step ran).
 #
 # No GPU (nvidia-smi missing or silent, or torch.cuda.is_available() false): one line on stderr, exit 1.
 #
@@ -131,7 +132,7 @@ CORPUS="$WORK/corpus"
 
 step rotary 60 "$PY" benchmarks/gpu_bench.py rotary --json "$WORK/rows/1-rotary.json"
 step attention 150 "$PY" benchmarks/gpu_bench.py model "$MODEL" ${RANDOM_FLAG[@]+"${RANDOM_FLAG[@]}"} \
-    --length 32768 --json "$WORK/rows/2-attention.json"
+    --length 32768 --budget 130 --json "$WORK/rows/2-attention.json"
 step eval 100 "$PY" -m ropelab eval --model "$MODEL" --dtype bf16 --device cuda --lengths 32k,64k --docs 1 \
     --method none --corpus "$CORPUS" --out "$WORK/eval" --quiet \
     && "$PY" benchmarks/gpu_bench.py collect eval "$WORK/eval" --json "$WORK/rows/3-eval.json" \
@@ -151,3 +152,5 @@ if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
 fi
 echo "gpu.sh: done in ${SECONDS}s; steps:"
 cat "$STEPS"
+# exit 3 when a step failed or timed out (the section says which), 0 when every step ran
+! grep -qv $'\tok$' "$STEPS" || exit 3

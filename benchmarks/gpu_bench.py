@@ -144,8 +144,18 @@ def long_ids(tokenizer: Any, n: int) -> Any:
 
 
 def model_rows(
-    model_name: str, real: bool, length: int, rounds: int, device: str = "cuda"
+    model_name: str,
+    real: bool,
+    length: int,
+    rounds: int,
+    device: str = "cuda",
+    budget: float = float("inf"),
+    save: Any = None,
 ) -> list[dict[str, Any]]:
+    """One forward per method and round; ``rounds`` cut to what fits ``budget`` seconds (the first timed
+    forwards, warm-ups included, when not even one round fits). ``save(rows)``, if given, gets the rows of
+    the warm-up forwards as soon as they exist (what a timeout of the step leaves)."""
+    began = time.perf_counter()
     import torch
 
     from ropelab.evaluate.nll import token_nll
@@ -176,34 +186,44 @@ def model_rows(
         losses[method] = float(nll.double().mean())
         return seconds
 
+    def build(times: dict[str, list[float]], timed: str) -> list[dict[str, Any]]:
+        rows = []
+        for m in methods[1:]:
+            ratio = _median_ratio(times, m, "none")
+            loss = f"; loss {losses[m]:.4f} vs none {losses['none']:.4f} nats/token" if real else ""
+            rows.append(
+                {
+                    "step": "attention",
+                    "config": f"{m} / none, one forward at {length} tokens",
+                    "ratio": ratio,
+                    "target": "<= 1.5",
+                    "pass": ratio <= 1.5,
+                    "shapes": f"{'SmolLM2-135M' if real else 'SmolLM2-135M shape, random weights'}, bf16, "
+                    f"[1, {length}]",
+                    "detail": f"{m} {statistics.median(times[m]):.2f} s, "
+                    f"none {statistics.median(times['none']):.2f} s ({timed}); peak GPU memory "
+                    f"{peaks[m]:.1f} GiB vs {peaks['none']:.1f} GiB{loss}; model loaded in {load_s:.0f} s",
+                }
+            )
+        return rows
+
+    warm = {m: forward(m) for m in methods}  # warm-up (kernels, compilation)
+    print("warm-up: " + ", ".join(f"{m} {t:.2f} s" for m, t in warm.items()), flush=True)
+    if save is not None:  # what a timeout leaves: the warm-up forwards
+        save(build({m: [t] for m, t in warm.items()}, "the warm-up forward only"))
+    left = budget - (time.perf_counter() - began)
+    if left < float("inf"):
+        rounds = max(0, min(rounds, int(left // (1.2 * sum(warm.values())))))
+    if rounds == 0:  # not one more round fits
+        extend(model, "none")
+        return build({m: [t] for m, t in warm.items()}, "the warm-up forward only")
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for m in methods:  # warm-up (kernels, compilation)
-        print(f"warm-up {m}: {forward(m):.2f} s", flush=True)
     for i in range(rounds):
         k = i % len(methods)
         for m in methods[k:] + methods[:k]:
             times[m].append(forward(m))
     extend(model, "none")
-    rows = []
-    for m in methods[1:]:
-        ratio = _median_ratio(times, m, "none")
-        loss = f"; loss {losses[m]:.4f} vs none {losses['none']:.4f} nats/token" if real else ""
-        rows.append(
-            {
-                "step": "attention",
-                "config": f"{m} / none, one forward at {length} tokens",
-                "ratio": ratio,
-                "target": "<= 1.5",
-                "pass": ratio <= 1.5,
-                "shapes": f"{'SmolLM2-135M' if real else 'SmolLM2-135M shape, random weights'}, bf16, "
-                f"[1, {length}]",
-                "detail": f"{m} {statistics.median(times[m]):.2f} s, "
-                f"none {statistics.median(times['none']):.2f} s "
-                f"(median of {rounds} rounds after a warm-up); peak GPU memory {peaks[m]:.1f} GiB vs "
-                f"{peaks['none']:.1f} GiB{loss}; model loaded in {load_s:.0f} s",
-            }
-        )
-    return rows
+    return build(times, f"median of {rounds} rounds after a warm-up")
 
 
 def prepare(folder: Path, random_model: bool) -> None:
@@ -323,6 +343,7 @@ def main() -> None:
     p.add_argument("--random-weights", action="store_true", help="timings and memory only (no losses)")
     p.add_argument("--length", type=int, default=32768)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--budget", type=float, default=float("inf"), help="seconds for the whole step")
     p.add_argument("--json", type=Path, required=True)
     p = sub.add_parser("prepare")
     p.add_argument("folder", type=Path)

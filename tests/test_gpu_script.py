@@ -136,3 +136,8 @@ def test_attention_step_runs_on_the_tiny_model(tiny_model_dir: Path) -> None:
     rows = gpu.model_rows(str(tiny_model_dir), True, 64, 1, device="cpu")
     assert [r["config"].split(" /")[0] for r in rows] == ["self-extend", "rerope+log-n"]
     assert all(r["ratio"] > 0 and "loss" in r["detail"] and r["pass"] in (True, False) for r in rows)
+    # a budget that leaves no time for a timed round reports the warm-up forwards, saved as soon as run
+    saved = []
+    rows = gpu.model_rows(str(tiny_model_dir), False, 64, 3, device="cpu", budget=0.0, save=saved.append)
+    assert len(saved) == 1 and all("warm-up forward only" in r["detail"] for r in rows + saved[0])
+    assert all("random weights" in r["shapes"] and "loss" not in r["detail"] for r in rows)
