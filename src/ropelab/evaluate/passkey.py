@@ -95,6 +95,8 @@ def greedy_continue_batch(
     if len({len(r) for r in rests}) != 1:
         raise RopeConfigError("greedy_continue_batch needs continuations of one token length (no padding)")
     b = len(rests)
+    if new_tokens < 1:
+        return [[] for _ in rests]
     cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
     if cache is not None and b > 1:
         cache.batch_repeat_interleave(b)
