@@ -28,6 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SKIP = {"run_all.py", "common.py"}
 OTHERS = "Not in the suite (run separately)"
+#: sections written by other scripts (``benchmarks/gpu.sh``), kept as they are by every run here
+KEPT = ("GPU",)
 TABLE_HEAD = "| config | ratio (median) | ratio (best times) | target | result | shapes |"
 
 
@@ -125,10 +127,18 @@ def merge(old: str, new: str, scripts: set[str]) -> str:
     and its "not in the suite" list replaced; sections of scripts no longer in ``scripts`` dropped."""
     head, kept = sections(old)
     _, fresh = sections(new)
-    merged = {k: v for k, v in kept.items() if k in scripts}
+    merged = {k: v for k, v in kept.items() if k in scripts or k.startswith(KEPT)}
     merged.update((k, v) for k, v in fresh.items() if k != OTHERS)
     parts = [merged[k] for k in sorted(merged)] + ([fresh[OTHERS]] if OTHERS in fresh else [])
     return head + "".join(part.rstrip("\n") + "\n\n" for part in parts).rstrip("\n") + "\n"
+
+
+def keep_sections(new: str, old: str) -> str:
+    """``new`` with the :data:`KEPT` sections of ``old`` (written by other scripts) put back in name order."""
+    head, parts = sections(new)
+    parts.update((k, v) for k, v in sections(old)[1].items() if k.startswith(KEPT))
+    order = sorted(k for k in parts if k != OTHERS) + ([OTHERS] if OTHERS in parts else [])
+    return head + "".join(parts[k].rstrip("\n") + "\n\n" for k in order).rstrip("\n") + "\n"
 
 
 def main() -> None:
@@ -158,7 +168,8 @@ def main() -> None:
         stamp += f" {args.note}" if args.note else ""
         out.write_text(merge(out.read_text(), render(results, others, header, stamp), suite))
     else:
-        out.write_text(render(results, others, header))
+        text = render(results, others, header)
+        out.write_text(keep_sections(text, out.read_text()) if out.exists() else text)
     print(f"wrote {args.out}")
     if any(error for *_, error in results):
         sys.exit(1)

@@ -26,7 +26,7 @@ import torch
 
 import ropelab.rope.core as core
 from ropelab import Rope, apply_rotary, apply_rotary_, rotate
-from ropelab.kernels import KernelUnavailableError, build, cpu_kernel, cpu_kernel_error
+from ropelab.kernels import KernelUnavailableError, build, cpu_kernel, cpu_kernel_error, fused
 from ropelab.rope.apply import AUTO_MIN_ELEMENTS, _kernel_backend
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -228,6 +228,47 @@ def test_auto_dispatch_rules(cpp, monkeypatch):
     assert _kernel_backend("auto", big, cos, sin, inplace=False) is None
     with pytest.raises(KernelUnavailableError, match="ROPELAB_KERNELS=0"):
         rotate(big, cos, sin, backend="cpp")
+
+
+class _OnCuda:
+    """A CPU tensor that reports a CUDA device: what ``_kernel_backend`` reads of a CUDA tensor (device,
+    dtype, strides, size, grad flag), so the selection runs on a machine without CUDA."""
+
+    device = torch.device("cuda", 0)
+
+    def __init__(self, t: torch.Tensor):
+        self._t = t
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+
+def test_auto_picks_triton_on_cuda_tensors_when_it_imports(monkeypatch):
+    cos, sin = tables(torch.arange(64), 64)
+    x = _OnCuda(randn(1, 2, 64, 64))  # small: on CUDA, auto takes the kernel at any size
+    real_check = fused.triton_error.__wrapped__  # uncached
+    monkeypatch.setattr(fused, "triton_error", lambda: None)
+    assert _kernel_backend("auto", x, cos, sin, inplace=False) == "triton"
+    assert _kernel_backend("auto", x, cos, sin, inplace=True) == "triton"
+    assert (
+        _kernel_backend("auto", _OnCuda(randn(1, 2, 64, 64, dtype=torch.bfloat16)), cos, sin, inplace=False)
+        == "triton"
+    )
+    # where the kernel does not apply, auto takes the torch path
+    assert _kernel_backend("auto", _OnCuda(x._t.double()), cos, sin, inplace=False) is None
+    assert _kernel_backend("auto", _OnCuda(x._t[..., ::2]), cos[:, :16], sin[:, :16], inplace=False) is None
+    assert _kernel_backend("torch", x, cos, sin, inplace=False) is None
+    monkeypatch.setenv("ROPELAB_KERNELS", "0")
+    assert _kernel_backend("auto", x, cos, sin, inplace=False) is None
+    assert _kernel_backend("triton", x, cos, sin, inplace=False) == "triton"  # explicit still runs
+    monkeypatch.delenv("ROPELAB_KERNELS")
+    # triton missing or failing to import: auto falls back, an explicit request says why
+    monkeypatch.setattr(fused, "triton_error", lambda: "import of triton failed (ImportError: test)")
+    assert _kernel_backend("auto", x, cos, sin, inplace=False) is None
+    with pytest.raises(KernelUnavailableError, match=r"ImportError: test"):
+        _kernel_backend("triton", x, cos, sin, inplace=False)
+    monkeypatch.setattr(fused, "triton_available", lambda: False)
+    assert real_check() == "the triton package is not installed"
 
 
 def test_explicit_backend_errors():

@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from ropelab.cli.flags import (
+    add_batch_size,
     add_device,
     add_dtype,
     add_out,
@@ -73,6 +74,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype,
         "device": args.device,
         "threads": args.threads,
+        "batch_size": args.batch_size,
         "out": args.out,
         "progress": not args.quiet,
         "log": None if args.quiet else print,
@@ -104,6 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="same tokens, growing context: loss on the last N tokens given L tokens before them",
     )
+    add_batch_size(
+        p, default=1, what="documents of a method scored in one forward (same numbers within 1e-5 nats/token)"
+    )
     add_out(p, "out/eval")
     p.set_defaults(run=run_eval)
 
@@ -120,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--trials", type=int, default=10, help="seeded keys per cell (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    add_batch_size(p, default=1, what="trials of a cell decoded together (same answers as one at a time)")
     add_out(p, "out/passkey")
     p.set_defaults(run=run_passkey)
 

@@ -79,29 +79,50 @@ def greedy_continue(
     model: Any, prefix_cache: Any, prefix_len: int, rest: list[int], new_tokens: int
 ) -> list[int]:
     """Greedy tokens after ``prefix`` (whose cache is given) + ``rest``."""
+    return greedy_continue_batch(model, prefix_cache, prefix_len, [rest], new_tokens)[0]
+
+
+@torch.no_grad()
+def greedy_continue_batch(
+    model: Any, prefix_cache: Any, prefix_len: int, rests: list[list[int]], new_tokens: int
+) -> list[list[int]]:
+    """Greedy tokens after ``prefix`` + each of ``rests``, decoded together (a batch of ``len(rests)``).
+
+    The rests must have one token length (no padding: the attention-level methods refuse a padded
+    batch, and equal lengths keep every row's positions those of a batch of one). The batch-1
+    ``prefix_cache`` is copied and repeated along the batch.
+    """
+    if len({len(r) for r in rests}) != 1:
+        raise RopeConfigError("greedy_continue_batch needs continuations of one token length (no padding)")
+    b = len(rests)
+    if new_tokens < 1:
+        return [[] for _ in rests]
     cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
+    if cache is not None and b > 1:
+        cache.batch_repeat_interleave(b)
     device = next(model.parameters()).device
-    ids = torch.tensor([rest], dtype=torch.long, device=device)
-    positions = torch.arange(prefix_len, prefix_len + len(rest), device=device)[None]
+    ids = torch.tensor(rests, dtype=torch.long, device=device)
+    n = len(rests[0])
+    positions = torch.arange(prefix_len, prefix_len + n, device=device)[None].expand(b, n)
     # logits_to_keep=1: only the last position's logits, not [len(rest), vocab] thrown away
     name = _cache_arg(model)
     out = model(input_ids=ids, **{name: cache}, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache, generated = _cache_of(out), []
-    nxt = out.logits[:, -1].argmax(-1)
-    pos = prefix_len + len(rest)
+    nxt = out.logits[:, -1].argmax(-1)  # [b]
+    pos = prefix_len + n
     for i in range(new_tokens):
-        generated.append(int(nxt))
+        generated.append(nxt.tolist())
         if i == new_tokens - 1:
             break  # the next token's forward pass would go unused
         out = model(
             input_ids=nxt[:, None],
             **{name: cache},
-            position_ids=torch.tensor([[pos]], device=device),
+            position_ids=torch.full((b, 1), pos, device=device),
             use_cache=True,
         )
         cache, pos = _cache_of(out), pos + 1
         nxt = out.logits[:, -1].argmax(-1)
-    return generated
+    return [list(tokens) for tokens in zip(*generated, strict=True)]
 
 
 @torch.no_grad()
@@ -135,19 +156,49 @@ def cell_prompts(tokenizer: Any, length: int, depth: float, trials: int, seed: i
     return prompts
 
 
+def batches(rests: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``rests`` in decoding batches: at most ``batch_size`` each, one token length per batch
+    (trials whose key line tokenizes to another length go in a batch of their own length)."""
+    if batch_size < 1:
+        raise RopeConfigError(f"batch_size (--batch-size) must be >= 1, got {batch_size}")
+    by_length: dict[int, list[int]] = {}
+    for i, rest in enumerate(rests):
+        by_length.setdefault(len(rest), []).append(i)
+    return [
+        group[start : start + batch_size]
+        for group in by_length.values()
+        for start in range(0, len(group), batch_size)
+    ]
+
+
 def run_cell(
-    model: Any, tokenizer: Any, length: int, depth: float, trials: int, seed: int, new_tokens: int = 8
+    model: Any,
+    tokenizer: Any,
+    length: int,
+    depth: float,
+    trials: int,
+    seed: int,
+    new_tokens: int = 8,
+    *,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
-    """Accuracy of one (length, depth) cell over ``trials`` seeded keys, sharing the prefix cache."""
+    """Accuracy of one (length, depth) cell over ``trials`` seeded keys, sharing the prefix cache;
+    ``batch_size`` trials of one token length decoded together (the same answers as one at a time)."""
     prompts = cell_prompts(tokenizer, length, depth, trials, seed)
     keys = [p.key for p in prompts]
     shared = prompts[0].prefix
     assert all(p.prefix == shared for p in prompts)  # the key line comes after the shared filler
     cache = prefix_cache(model, shared)
+    tokens: list[list[int]] = [[] for _ in prompts]
+    for group in batches([p.rest for p in prompts], batch_size):
+        rests = [prompts[i].rest for i in group]
+        for i, out in zip(
+            group, greedy_continue_batch(model, cache, len(shared), rests, new_tokens), strict=True
+        ):
+            tokens[i] = out
     hits, answers = 0, []
-    for p in prompts:
-        tokens = greedy_continue(model, cache, len(shared), p.rest, new_tokens)
-        answer = first_number(tokenizer.decode(tokens))
+    for p, generated in zip(prompts, tokens, strict=True):
+        answer = first_number(tokenizer.decode(generated))
         answers.append(answer)
         hits += int(answer == p.key)
     return {

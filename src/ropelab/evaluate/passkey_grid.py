@@ -89,6 +89,7 @@ def passkey_grid(
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
     threads: int | None = None,
+    batch_size: int = 1,
     progress: bool = True,
     plots: bool = True,
     log: Any = None,
@@ -97,10 +98,14 @@ def passkey_grid(
 
     ``model``, ``tokenizer``, ``methods`` and the options as :func:`ropelab.evaluate.evaluate_methods`.
     Writes ``OUT/results.jsonl`` (one row per cell) and, with ``plots``, ``OUT/passkey_LABEL.png``.
+    ``batch_size``: trials of a cell decoded together where their prompts have one token length (the same
+    answers as one at a time; recorded in the rows, not in the resume key).
     """
     say = log or (lambda _line: None)
     if trials < 1:
         raise RopeConfigError(f"trials must be >= 1 (--trials), got {trials}")
+    if batch_size < 1:
+        raise RopeConfigError(f"batch_size (--batch-size) must be >= 1, got {batch_size}")
     if any(not 0 <= d <= 1 for d in depths):
         raise RopeConfigError(f"depths must lie in [0, 1] (--depths), got {list(depths)}")
     if not lengths:
@@ -142,6 +147,7 @@ def passkey_grid(
             out,
             progress,
             d,
+            batch_size,
         )
     drawn = passkey_plots(records, out, title=loaded.name) if plots and d.main else []
     return PasskeyRun(records, passkey_table(records), out, drawn, loaded.trained_length, d.rank, d.world)
@@ -160,6 +166,7 @@ def _grid(
     out: Path,
     progress: bool,
     d: Dist,
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
@@ -192,7 +199,9 @@ def _grid(
             current = spec
         bar.set_postfix_str(f"{spec.label} L={length} depth={depth:g}")
         t0 = time.perf_counter()
-        cell = run_cell(model, tokenizer, length, depth, trials, seed, new_tokens=NEW_TOKENS)
+        cell = run_cell(
+            model, tokenizer, length, depth, trials, seed, new_tokens=NEW_TOKENS, batch_size=batch_size
+        )
         row = stamp(
             context,
             spec,
@@ -201,6 +210,7 @@ def _grid(
             seed=seed,
             new_tokens=NEW_TOKENS,
             seconds=time.perf_counter() - t0,
+            batch_size=batch_size,
             **cell,
         )
         append_row(result_file, row, d)

@@ -37,47 +37,70 @@ def prefix_sums(
     model: object, ids: torch.Tensor, lengths: Sequence[int], *, dynamic: bool
 ) -> dict[str, Sums]:
     """``prefix`` and ``band`` cells for one document ``ids`` ``[1, >= max(lengths)]``."""
+    return prefix_sums_rows(model, ids[:1], lengths, dynamic=dynamic)[0]
+
+
+def prefix_sums_rows(
+    model: object, ids: torch.Tensor, lengths: Sequence[int], *, dynamic: bool
+) -> list[dict[str, Sums]]:
+    """:func:`prefix_sums` of each row of ``ids`` ``[b, >= max(lengths)]`` (documents of equal length,
+    scored together: one forward per pass for the whole batch)."""
     lengths = sorted(lengths)
-    out: dict[str, Sums] = {}
-    shared = None if dynamic else token_nll(model, ids[:, : lengths[-1]])[0]
+    out: list[dict[str, Sums]] = [{} for _ in range(ids.shape[0])]
+    shared = None if dynamic else token_nll(model, ids[:, : lengths[-1]])
     prev = 0
     for length in lengths:
-        nll = shared if shared is not None else token_nll(model, ids[:, :length])[0]
-        prefix = nll[: length - 1]
-        band = nll[max(prev - 1, 0) : length - 1]
-        out[f"prefix:{length}"] = Sums(float(prefix.double().sum()), prefix.numel())
-        out[f"band:{length}"] = Sums(float(band.double().sum()), band.numel())
+        nll = shared if shared is not None else token_nll(model, ids[:, :length])
+        for row, cells in zip(nll, out, strict=True):
+            prefix = row[: length - 1]
+            band = row[max(prev - 1, 0) : length - 1]
+            cells[f"prefix:{length}"] = Sums(float(prefix.double().sum()), prefix.numel())
+            cells[f"band:{length}"] = Sums(float(band.double().sum()), band.numel())
         prev = length
     return out
 
 
 def sliding_sums(model: object, ids: torch.Tensor, length: int, stride: int) -> Sums:
     """Windows of ``length`` tokens every ``stride``; each token scored once, with the most context."""
-    total, count, scored_until = 0.0, 0, 0  # scored_until: targets ids[1:scored_until+1] are done
+    return sliding_sums_rows(model, ids[:1], length, stride)[0]
+
+
+def sliding_sums_rows(model: object, ids: torch.Tensor, length: int, stride: int) -> list[Sums]:
+    """:func:`sliding_sums` of each row of ``ids`` ``[b, n]`` (the same windows for every row)."""
+    total = torch.zeros(ids.shape[0], dtype=torch.float64)
+    count, scored_until = 0, 0  # scored_until: targets ids[:, 1:scored_until+1] are done
     n = ids.shape[1]
     start = 0
     while True:
         stop = min(start + length, n)
-        nll = token_nll(model, ids[:, start:stop])[0]  # targets start+1 .. stop-1
+        nll = token_nll(model, ids[:, start:stop])  # targets start+1 .. stop-1
         first_new = max(scored_until - start, 0)
-        new = nll[first_new:]
-        total += float(new.double().sum())
-        count += new.numel()
+        new = nll[:, first_new:]
+        total += new.double().sum(dim=1).cpu()
+        count += new.shape[1]
         scored_until = stop - 1
         if stop >= n:
             break
         start += stride
-    return Sums(total, count)
+    return [Sums(float(t), count) for t in total]
 
 
 def last_sums(model: object, ids: torch.Tensor, lengths: Sequence[int], score_last: int) -> dict[str, Sums]:
     """Loss on the same final ``score_last`` tokens given L tokens of context, per L."""
+    return last_sums_rows(model, ids[:1], lengths, score_last)[0]
+
+
+def last_sums_rows(
+    model: object, ids: torch.Tensor, lengths: Sequence[int], score_last: int
+) -> list[dict[str, Sums]]:
+    """:func:`last_sums` of each row of ``ids`` ``[b, >= max(lengths) + score_last]``."""
     end = max(lengths) + score_last
-    out = {}
+    out: list[dict[str, Sums]] = [{} for _ in range(ids.shape[0])]
     for length in sorted(lengths):
         window = ids[:, end - score_last - length : end]
-        nll = token_nll(model, window)[0][-score_last:]
-        out[f"last:{length}"] = Sums(float(nll.double().sum()), nll.numel())
+        nll = token_nll(model, window)[:, -score_last:]
+        for row, cells in zip(nll, out, strict=True):
+            cells[f"last:{length}"] = Sums(float(row.double().sum()), row.numel())
     return out
 
 

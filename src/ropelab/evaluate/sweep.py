@@ -5,6 +5,9 @@ Work is done in units of (method, document). Each finished unit is appended to
 with the same arguments skips every unit already there. When a method's documents are all done, its
 aggregated cells are appended to ``OUT/results.jsonl``. Under ``torchrun`` the units are split over the
 ranks and rank 0 writes the aggregates (:mod:`ropelab.evaluate.shard`); the rows are one process's.
+``batch_size`` documents of a method are scored together (every document is cut to the plan's token
+count, so they stack without padding); it changes no number beyond float rounding (1e-5 nats/token), so
+it is recorded in the rows but not in the resume key.
 
 Every row goes through :func:`ropelab.report.provenance.stamp` and carries its
 :func:`~ropelab.report.provenance.resume_key` as ``key``: the run context (model files, trained length,
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
-from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
+from ropelab.evaluate.perplexity import Sums, aggregate, last_sums_rows, prefix_sums_rows, sliding_sums_rows
 from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
 from ropelab.hf import Extension, extend, make_extension, model_geometry
 from ropelab.registry import MethodSpec
@@ -108,18 +111,19 @@ def tokenize_documents(
     return out
 
 
-def _doc_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> dict[str, Sums]:
+def _batch_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> list[dict[str, Sums]]:
+    """The cells of each document (row) of ``ids`` ``[b, plan.needed_tokens()]``, scored together."""
     if plan.mode == "prefix":
-        return prefix_sums(model, ids, plan.lengths, dynamic=dynamic)
+        return prefix_sums_rows(model, ids, plan.lengths, dynamic=dynamic)
     if plan.mode == "sliding":
         stride = plan.stride or max(1, min(plan.lengths) // 2)
-        return {
-            f"sliding:{L}": sliding_sums(model, ids[:, : plan.needed_tokens()], L, stride)
-            for L in plan.lengths
+        per_length = {
+            L: sliding_sums_rows(model, ids[:, : plan.needed_tokens()], L, stride) for L in plan.lengths
         }
+        return [{f"sliding:{L}": sums[row] for L, sums in per_length.items()} for row in range(ids.shape[0])]
     if plan.mode == "last":
         assert plan.score_last
-        return last_sums(model, ids, plan.lengths, plan.score_last)
+        return last_sums_rows(model, ids, plan.lengths, plan.score_last)
     raise RopeConfigError(f"unknown evaluation mode {plan.mode!r}; choose prefix, sliding or last")
 
 
@@ -174,6 +178,7 @@ def run_sweep(
     context: Mapping[str, Any] | None = None,
     extensions: Mapping[str, Extension] | None = None,
     dist: Dist | None = None,
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
@@ -181,8 +186,11 @@ def run_sweep(
     ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved.
     ``dist``: this process's place in a ``torchrun`` job (:func:`ropelab.train.distributed.join`): the
     units are split over the ranks (:mod:`ropelab.evaluate.shard`); every rank returns the same rows.
+    ``batch_size``: documents of one method per forward (same numbers within 1e-5 nats/token).
     """
     d = dist or Dist()
+    if batch_size < 1:
+        raise RopeConfigError(f"batch_size (--batch-size) must be >= 1, got {batch_size}")
     extensions = dict(extensions or {})
     for spec in specs:
         if spec.label not in extensions:
@@ -200,6 +208,7 @@ def run_sweep(
             context=context,
             extensions=extensions,
             d=d,
+            batch_size=batch_size,
         )
 
 
@@ -218,6 +227,7 @@ def _run_sweep(
     context: dict[str, Any],
     extensions: dict[str, Extension],
     d: Dist,
+    batch_size: int,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
@@ -238,32 +248,36 @@ def _run_sweep(
     mine = my_share(pending, d)
     total = len(specs) * len(docs)
     bar = progress_bar(total, desc="eval", unit="docs", disable=not (progress and d.main))
-    aggregates = _Aggregates(result_file, plan, specs, unit_keys, context, extensions) if d.main else None
+    aggregates = (
+        _Aggregates(result_file, plan, specs, unit_keys, context, extensions, batch_size) if d.main else None
+    )
     shown = total - len(pending)
     bar.update(shown)
     if aggregates is not None:
         aggregates.write_ready(done)
     current: MethodSpec | None = None
-    for i, j in mine:
-        spec, (name, ids), unit, unit_key = specs[i], docs[j], units[j], unit_keys[i][j]
+    for i, group in _batches(mine, batch_size):  # documents of one method, batch_size at a time
+        spec = specs[i]
         ext = extensions[spec.label]
         if spec is not current:
             extend(model, ext)
             current = spec
-        bar.set_postfix_str(f"{spec.label} {name}")
-        cells = _doc_cells(model, ids[:, :need].to(device), plan, ext.rope.method.dynamic)
-        record = stamp(
-            unit,
-            spec,
-            ext.resolved(),
-            key=unit_key,
-            doc=name,
-            tokens_sha256=unit["corpus"]["sha256"],
-            settings=plan.settings(per_document=True),
-            cells={k: asdict(v) for k, v in cells.items()},
-        )
-        append_row(doc_file, record, d)
-        done[unit_key] = record
+        bar.set_postfix_str(f"{spec.label} {', '.join(docs[j][0] for j in group)}")
+        ids = torch.cat([docs[j][1][:, :need] for j in group]).to(device)
+        for j, cells in zip(group, _batch_cells(model, ids, plan, ext.rope.method.dynamic), strict=True):
+            record = stamp(
+                units[j],
+                spec,
+                ext.resolved(),
+                key=unit_keys[i][j],
+                doc=docs[j][0],
+                tokens_sha256=units[j]["corpus"]["sha256"],
+                settings=plan.settings(per_document=True),
+                batch_size=batch_size,
+                cells={k: asdict(v) for k, v in cells.items()},
+            )
+            append_row(doc_file, record, d)
+            done[unit_keys[i][j]] = record
         if aggregates is not None:  # each method's rows as soon as all its documents are in
             if d.distributed:
                 done = _done_units(doc_file)  # the other ranks' too
@@ -281,6 +295,17 @@ def _run_sweep(
     return list(broadcast_object(records, d))
 
 
+def _batches(units: Sequence[tuple[int, int]], size: int) -> list[tuple[int, list[int]]]:
+    """(method index, document indices): consecutive units of one method, at most ``size`` at a time."""
+    out: list[tuple[int, list[int]]] = []
+    for i, j in units:
+        if out and out[-1][0] == i and len(out[-1][1]) < size:
+            out[-1][1].append(j)
+        else:
+            out.append((i, [j]))
+    return out
+
+
 class _Aggregates:
     """Rank 0's writer of ``results.jsonl``: each method's rows (per metric and length, over documents)
     once all its documents are done, in the sweep's order, each row once."""
@@ -293,9 +318,10 @@ class _Aggregates:
         unit_keys: list[list[str]],
         context: dict[str, Any],
         extensions: dict[str, Extension],
+        batch_size: int = 1,
     ) -> None:
         self.result_file, self.plan, self.specs, self.unit_keys = result_file, plan, specs, unit_keys
-        self.context, self.extensions = context, extensions
+        self.context, self.extensions, self.batch_size = context, extensions, batch_size
         # per row, not per method: a torn (dropped) last row is written again, the others are not
         self.finished = {
             (r["key"], r.get("metric"), r.get("length")): r
@@ -341,6 +367,7 @@ class _Aggregates:
                 tokens=stat.tokens,
                 docs=stat.docs,
                 settings=self.plan.settings(),
+                batch_size=self.batch_size,
             )
             where = (key, metric, int(length))
             if where not in self.finished:

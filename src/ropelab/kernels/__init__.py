@@ -17,7 +17,14 @@ from ropelab.kernels.build import (
     cpu_kernel_error,
     kernels_enabled,
 )
-from ropelab.kernels.fused import KERNEL_DTYPES, fused_rotate, fused_rotate_, triton_available, triton_usable
+from ropelab.kernels.fused import (
+    KERNEL_DTYPES,
+    fused_rotate,
+    fused_rotate_,
+    triton_available,
+    triton_error,
+    triton_usable,
+)
 
 __all__ = [
     "KERNEL_DTYPES",
@@ -29,5 +36,6 @@ __all__ = [
     "fused_rotate_",
     "kernels_enabled",
     "triton_available",
+    "triton_error",
     "triton_usable",
 ]

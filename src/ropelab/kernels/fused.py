@@ -7,6 +7,8 @@ last dim) and tables ``cos``/``sin`` ``[B, s, r/2]`` contiguous, already in the 
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -17,7 +19,15 @@ from torch import Tensor
 
 from ropelab.kernels.build import KernelUnavailableError, cpu_kernel, cpu_kernel_error
 
-__all__ = ["KERNEL_DTYPES", "fused_rotate", "fused_rotate_", "launcher", "triton_available", "triton_usable"]
+__all__ = [
+    "KERNEL_DTYPES",
+    "fused_rotate",
+    "fused_rotate_",
+    "launcher",
+    "triton_available",
+    "triton_error",
+    "triton_usable",
+]
 
 #: ``launch(x, cos, sin, out, interleaved, upcast)``: rotate into ``out``, or in place when it is ``None``.
 Launcher = Callable[[Tensor, Tensor, Tensor, "Tensor | None", bool, bool], None]
@@ -30,12 +40,27 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@functools.cache
+def triton_error() -> str | None:
+    """Why the Triton kernel cannot be imported (``None`` when it can): triton missing, or an install
+    whose import fails (a version without ``triton.language``, a broken CUDA toolchain). Tried once per
+    process, and only when a tensor could take the kernel (CUDA, or the interpreter)."""
+    if not triton_available():
+        return "the triton package is not installed"
+    try:
+        importlib.import_module("ropelab.kernels.triton_rope")
+    except Exception as err:  # whatever a broken triton install raises on import
+        return f"import of triton failed ({type(err).__name__}: {err})"
+    return None
+
+
 def triton_usable(x: Tensor) -> bool:
-    """Triton can run on ``x``: a CUDA tensor, or a CPU tensor under ``TRITON_INTERPRET=1``."""
+    """Triton can run on ``x``: a CUDA tensor, or a CPU tensor under ``TRITON_INTERPRET=1``, and the
+    kernel module imports (:func:`triton_error`)."""
     on_device = x.device.type == "cuda" or (
         x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
     )
-    return on_device and triton_available()
+    return on_device and triton_error() is None
 
 
 def _launch_cpp(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None, interleaved: bool, up: bool) -> None:

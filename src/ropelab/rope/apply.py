@@ -38,7 +38,8 @@ no longer transformers' bits); float32/float64 inputs are unaffected.
 Backends (``backend=``): ``"torch"`` (the reference above, any dtype and device), ``"cpp"`` (a fused
 C++/OpenMP kernel, CPU), ``"triton"`` (a fused Triton kernel, CUDA), ``"auto"`` (default: ``"cpp"`` for CPU
 tensors of at least :data:`AUTO_MIN_ELEMENTS` elements when the kernel builds, ``"triton"`` for CUDA
-tensors when triton is installed, else ``"torch"``). The kernels compute exactly the torch path's bits in
+tensors when the Triton kernel imports, else ``"torch"``; ``ROPELAB_KERNELS=0`` makes ``auto`` take the torch
+path on every device). The kernels compute exactly the torch path's bits in
 float32/bf16/fp16 and both rounding modes, so the backend changes the speed, never the result. They do
 not differentiate through ``cos``/``sin``, and :func:`apply_rotary_` under autograd is recorded by the
 torch path: in those cases every backend falls back to ``"torch"``. Out of place, the kernels are
@@ -57,8 +58,10 @@ from ropelab.kernels import (
     cpu_kernel,
     fused_rotate,
     fused_rotate_,
+    kernels_enabled,
     triton_usable,
 )
+from ropelab.kernels import fused as _fused
 
 __all__ = ["AUTO_MIN_ELEMENTS", "BACKENDS", "apply_rotary", "apply_rotary_", "rotate"]
 
@@ -142,7 +145,9 @@ def _kernel_backend(backend: str, x: Tensor, cos: Tensor, sin: Tensor, *, inplac
             return None
         if x.device.type == "cpu":
             return "cpp" if x.numel() >= AUTO_MIN_ELEMENTS and cpu_kernel() is not None else None
-        return "triton" if x.device.type == "cuda" and triton_usable(x) else None
+        if x.device.type == "cuda" and kernels_enabled() and triton_usable(x):
+            return "triton"
+        return None
     if x.dtype not in KERNEL_DTYPES:
         raise KernelUnavailableError(
             f"backend {backend!r} supports float32, bfloat16, float16; got {x.dtype}"
@@ -154,7 +159,7 @@ def _kernel_backend(backend: str, x: Tensor, cos: Tensor, sin: Tensor, *, inplac
     if backend == "triton" and not triton_usable(x):
         raise KernelUnavailableError(
             "backend 'triton' needs the triton package and a CUDA tensor (or TRITON_INTERPRET=1), "
-            f"got {x.device}"
+            f"got {x.device}" + (f"; {_fused.triton_error()}" if _fused.triton_error() else "")
         )
     return backend
 
