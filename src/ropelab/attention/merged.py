@@ -140,13 +140,69 @@ def _band(q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> tuple[T
     return out, lse
 
 
-def _merge_into(acc: Tensor, total: Tensor, out: Tensor, lse: Tensor) -> None:
-    """Fold one part ``(out, lse)`` into the running ``acc`` (normalised output) and ``total`` (its lse),
-    in place; ``total`` is finite on every row (the band part comes first)."""
+def _band_blocks(q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> tuple[Tensor, Tensor]:
+    """:func:`_band` for ``s_q >= w`` in query blocks of exactly ``w`` rows, without masks.
+
+    The query ``a`` of a block sees the block's own keys ``c <= a`` (``is_causal``) and the previous ``w``
+    keys ``c > a``; reversing the rows of both turns the latter into ``c' <= a' - 1``, again a causal
+    square (rows ``1..w-1`` against keys ``0..w-2``). Only a first block whose previous keys start before
+    key 0 needs an explicit mask. Every score computed is one the band needs (tiles above the diagonal are
+    skipped by the kernel).
+    """
+    b, h, s_q, _ = q.shape
+    s_k = k.shape[2]
+    w = window
+    n_blocks = -(-s_q // w)
+    pad = n_blocks * w - s_q
+    base = s_k - s_q  # key index of query 0
+
+    def blocks(x: Tensor, start: int) -> Tensor:  # keys [start, start + n_blocks*w) -> [b*n, h, w, d]
+        x = x[:, :, max(0, start) : start + n_blocks * w]
+        x = torch.nn.functional.pad(x, (0, 0, max(0, -start), n_blocks * w - x.shape[2] - max(0, -start)))
+        x = x.reshape(b, h, n_blocks, w, x.shape[-1]).transpose(1, 2)
+        return x.reshape(b * n_blocks, h, w, x.shape[-1])
+
+    qb = blocks(torch.nn.functional.pad(q, (0, 0, 0, pad)), 0)
+    out, lse = _flash(qb, blocks(k, base), blocks(v, base), scale, causal=True)  # own block, all rows
+    acc = out.to(torch.promote_types(v.dtype, torch.float32))
+    total = lse.to(acc.dtype).clone()
+    # previous block: block n's keys [base + (n-1) w, base + n w); block 0's start before key 0 if base < w
+    first = 0 if base >= w else 1
+    if first < n_blocks and w > 1:
+        kp, vp = blocks(k, base - w), blocks(v, base - w)
+        sel = torch.cat([torch.arange(i * n_blocks + first, (i + 1) * n_blocks) for i in range(b)])
+        qr, kr, vr = qb[sel].flip(2), kp[sel].flip(2), vp[sel].flip(2)
+        o, s = _flash(qr[:, :, 1:], kr[:, :, : w - 1], vr[:, :, : w - 1], scale, causal=True)
+        # reversed rows 1..w-1 are the block's rows w-2..0
+        merged = _merged(acc[sel, :, : w - 1], total[sel, :, : w - 1], o.flip(2), s.flip(2))
+        acc[sel, :, : w - 1], total[sel, :, : w - 1] = merged
+    if first == 1 and base > 0:  # block 0: previous keys [0, base), seen by the rows a < base
+        c = torch.arange(w)[None, :]
+        a = torch.arange(w)[:, None]
+        visible = (c > a) & (c >= w - base)  # keys of the previous block at index >= 0
+        mask = torch.where(visible, 0.0, float("-inf")).to(q.dtype)[None, None]
+        sel0 = torch.arange(b) * n_blocks
+        rows = w - 1  # every row a < w - 1 sees key c = w - 1 (index base - 1)
+        o, s = _flash(
+            qb[sel0, :, :rows],
+            blocks(k, base - w)[sel0],
+            blocks(v, base - w)[sel0],
+            scale,
+            mask=mask[:, :, :rows].contiguous(),
+        )
+        merged = _merged(acc[sel0, :, :rows], total[sel0, :, :rows], o, s)
+        acc[sel0, :, :rows], total[sel0, :, :rows] = merged
+    out = acc.reshape(b, n_blocks, h, w, -1).transpose(1, 2).reshape(b, h, n_blocks * w, -1)[:, :, :s_q]
+    lse = total.reshape(b, n_blocks, h, w).transpose(1, 2).reshape(b, h, n_blocks * w)[:, :, :s_q]
+    return out, lse
+
+
+def _merged(acc: Tensor, total: Tensor, out: Tensor, lse: Tensor) -> tuple[Tensor, Tensor]:
+    """Fold one part ``(out, lse)`` into the running normalised output ``acc`` and its log-sum-exp
+    ``total`` (finite on every row: the band part comes first) -> the new ``(acc, total)``."""
     lse = lse.to(total.dtype)
     new = torch.logaddexp(total, lse)
-    acc.mul_((total - new).exp_()[..., None]).add_(out.to(acc.dtype) * (lse - new).exp_()[..., None])
-    total.copy_(new)
+    return acc * (total - new).exp()[..., None] + out.to(acc.dtype) * (lse - new).exp()[..., None], new
 
 
 def two_part_attention(
@@ -173,7 +229,8 @@ def two_part_attention(
         parts = _shifted_causal(q_near, k_near, v, s_k - s_q, scale)
         rows = [(0, p) for p in parts]
     else:
-        rows = [(0, _band(q_near, k_near, v, window, scale))]
+        band = _band_blocks if s_q >= window else _band
+        rows = [(0, band(q_near, k_near, v, window, scale))]
         offset = s_k - s_q - window  # query t sees far keys j <= t + offset
         t0 = max(0, -offset)
         if t0 < s_q:
@@ -186,5 +243,5 @@ def two_part_attention(
     acc = first_out.to(acc_dtype)
     total = first_lse.to(acc_dtype).clone()
     for t0, (out, lse) in rows[1:]:
-        _merge_into(acc[:, :, t0:], total[:, :, t0:], out, lse)
+        acc[:, :, t0:], total[:, :, t0:] = _merged(acc[:, :, t0:], total[:, :, t0:], out, lse)
     return acc.to(v.dtype)
