@@ -61,7 +61,9 @@ def attention_call(variant: str, length: int):
     if variant == "native":
         return lambda: rope_attention(q, k, v, pos, pos, rope)
     block = auto_block_size(1, HEADS, length, length) if variant == "blockwise" else None
-    return lambda: self_extend_attention(q, k, v, pos, pos, rope, group=group, window=window, block_size=block)
+    return lambda: self_extend_attention(
+        q, k, v, pos, pos, rope, group=group, window=window, block_size=block
+    )
 
 
 def micro_rows(lengths: list[int], trials: int) -> list[Row]:
