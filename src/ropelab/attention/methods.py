@@ -9,7 +9,9 @@ the unrotated cached keys and all their positions; the new queries' positions in
 The methods whose scores are not a plain ``q k^T`` (ALiBi, ReRoPE, Self-Extend) run through the
 blockwise engine (:mod:`ropelab.attention.blockwise`): per block of ``block_size`` queries (default:
 :func:`~ropelab.attention.blockwise.auto_block_size`), never a float ``[b, h, L, L]`` tensor. Pass
-``block_size >= s_q`` for the materialised computation.
+``block_size >= s_q`` for the materialised computation. ReRoPE, leaky ReRoPE and Self-Extend with
+``block_size=None`` take the merged path instead where it applies (:mod:`ropelab.attention.merged`: two
+fused causal attentions merged by their log-sum-exp, about the cost of native attention).
 
 Nothing here depends on a model class, so the functions can back any model's attention.
 """
