@@ -8,8 +8,10 @@
     log_n_scale(positions, trained_length)                         # Su, kexue.fm 9706
 
 Shapes: ``q`` ``[b, h, s_q, hd]``, ``k``/``v`` ``[b, h_kv, s_k, hd]`` unrotated; positions int64 ``[s]`` or
-``[b, s]``; output ``[b, h, s_q, hd]``, causal by position. Slow direct references for checks live in
-:mod:`ropelab.attention.reference`.
+``[b, s]``; output ``[b, h, s_q, hd]``, causal by position. ReRoPE and Self-Extend run as two fused
+attentions merged by log-sum-exp where :func:`ropelab.attention.merged.merged_attention_supported`
+(CPU, contiguous positions, no autograd), else through the blockwise engine. Slow direct references
+for checks live in :mod:`ropelab.attention.reference`.
 """
 
 from ropelab.attention.blockwise import BlockScores, auto_block_size, blockwise_attention

@@ -9,7 +9,9 @@ the unrotated cached keys and all their positions; the new queries' positions in
 The methods whose scores are not a plain ``q k^T`` (ALiBi, ReRoPE, Self-Extend) run through the
 blockwise engine (:mod:`ropelab.attention.blockwise`): per block of ``block_size`` queries (default:
 :func:`~ropelab.attention.blockwise.auto_block_size`), never a float ``[b, h, L, L]`` tensor. Pass
-``block_size >= s_q`` for the materialised computation.
+``block_size >= s_q`` for the materialised computation. ReRoPE, leaky ReRoPE and Self-Extend with
+``block_size=None`` take the merged path instead where it applies (:mod:`ropelab.attention.merged`: two
+fused causal attentions merged by their log-sum-exp, about the cost of native attention).
 
 Nothing here depends on a model class, so the functions can back any model's attention.
 """
@@ -23,6 +25,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ropelab.attention.blockwise import BLOCK_ELEMENTS, blockwise_attention, visible_keys
+from ropelab.attention.merged import merged_attention_supported, two_part_attention
 from ropelab.attention.sdpa import as_2d, causal_mask, causal_sdpa, check_qkv, repeat_kv
 from ropelab.attention.tables import query_scale, rope_tables, shared_seq_len
 from ropelab.errors import RopeConfigError
@@ -179,9 +182,13 @@ def split_rotary_attention(
     if factors is not None:
         q = q * factors.to(q.dtype)
     q_near = _rotated(q, rope, q_positions, seq_len, layout)
-    k_near = repeat_kv(_rotated(k, rope, k_positions, seq_len, layout), h)
+    k_near = _rotated(k, rope, k_positions, seq_len, layout)
     q_far = _rotated(q, rope, far_q_positions, seq_len, layout)
+    if block_size is None and merged_attention_supported(q, k, v, q_positions, k_positions):
+        k_far = _rotated(k, rope, far_k_positions, seq_len, layout)
+        return two_part_attention(q_near, k_near, q_far, k_far, v, window=int(window), scale=scale)
     k_far = repeat_kv(_rotated(k, rope, far_k_positions, seq_len, layout), h)
+    k_near = repeat_kv(k_near, h)
     qp, kp = as_2d(q_positions), as_2d(k_positions).contiguous()
     keys_sorted = kp.shape[-1] < 2 or bool((kp[:, 1:] >= kp[:, :-1]).all())
     acc = torch.promote_types(q.dtype, torch.float32)  # scores and softmax: float32 (float64 stays)
