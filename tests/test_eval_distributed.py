@@ -30,7 +30,7 @@ _PASSKEY_THEN_KILLED_EVAL = textwrap.dedent(
     args = sys.argv[1:]
     passkey, evaluate = args[: args.index("eval")], args[args.index("eval") :]
     assert main(passkey) == 0
-    real, calls = sweep._doc_cells, []
+    real, calls = sweep._batch_cells, []  # batch size 1: one call per document
 
     def doc_cells(*args, **kwargs):
         calls.append(1)
@@ -38,7 +38,7 @@ _PASSKEY_THEN_KILLED_EVAL = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*args, **kwargs)
 
-    sweep._doc_cells = doc_cells
+    sweep._batch_cells = doc_cells
     sys.exit(main(evaluate))
     """
 )
