@@ -27,10 +27,11 @@ CPU flash kernel ``aten._scaled_dot_product_flash_attention_for_cpu``, which ret
 the log-sum-exp (float32, ``[b, h, s_q]``) for float32, bfloat16, float16 and float64 inputs, takes an
 additive mask of the query dtype and never materialises scores. The far part is a single causal call
 (the same cost as native attention on ``L - w`` tokens), the band ``O(L w)``; the merge is ``O(L hd)``.
-``flex_attention`` would express the same masks but needs ``torch.compile`` to be fast (minutes of
-compile per shape on this machine), and its eager mode materialises the scores. Peak memory: the
-kernel's own tiles, the rotated copies of ``q``/``k`` for both position systems, the unfolded band keys
-(about ``2 b h L hd``) and the float32 accumulator ``[b, h, s_q, hd]``; never a ``[h, L, L]`` tensor.
+``flex_attention`` would express the same masks but needs ``torch.compile`` to be fast (a compile per
+shape; its cost on this machine was not measured), and its eager mode materialises the scores. Peak
+memory: the kernel's own tiles, the rotated copies of ``q``/``k`` for both position systems, the unfolded
+band keys (about ``2 b h L hd``) and the float32 accumulator ``[b, h, s_q, hd]``;
+never a ``[h, L, L]`` tensor.
 
 Fallback: :func:`merged_attention_supported` says when this path applies; otherwise (another device,
 arbitrary positions, autograd: the kernel's log-sum-exp output carries no gradient, so the merge weights
