@@ -142,7 +142,7 @@ def _report_device(monkeypatch, module, device: str) -> None:
 
 
 def test_passkey_device_is_in_the_key(tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    grid = importlib.import_module("ropelab.evaluate.passkey_grid")  # the module, not the function
+    grid = importlib.import_module("ropelab.evaluate.setup")  # where a loaded model builds its run context
 
     argv = ["passkey", "--model", str(tiny_model_dir), "--lengths", "256", "--depths", "0.5"]
     argv += ["--trials", "1", "--quiet", "--out", str(tmp_path)]

@@ -25,13 +25,13 @@ import torch
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate.passkey import FILLER, INTRO, QUESTION, cell_prompts, key_line, run_cell
 from ropelab.evaluate.report import passkey_plots, passkey_table
-from ropelab.evaluate.setup import expand_methods, model_or_name
+from ropelab.evaluate.setup import expand_methods, open_model
 from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
 from ropelab.hf import Extension, extend
 from ropelab.registry import MethodSpec
 from ropelab.report import read_jsonl
-from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
-from ropelab.train.distributed import Dist, barrier, broadcast_object, join
+from ropelab.report.provenance import corpus_identity, is_current, resume_key, stamp
+from ropelab.train.distributed import Dist, barrier, broadcast_object
 
 #: tokens generated per trial (the first number in them is the answer)
 NEW_TOKENS = 8
@@ -101,7 +101,6 @@ def passkey_grid(
     ``batch_size``: trials of a cell decoded together where their prompts have one token length (the same
     answers as one at a time; recorded in the rows, not in the resume key).
     """
-    say = log or (lambda _line: None)
     if trials < 1:
         raise RopeConfigError(f"trials must be >= 1 (--trials), got {trials}")
     if batch_size < 1:
@@ -111,26 +110,15 @@ def passkey_grid(
     if not lengths:
         raise RopeConfigError("give at least one length")
     specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
-    d = join(device)  # under torchrun: the cells are split over the ranks, each on its own device
-    if d.distributed:
-        device, say = d.device, say if d.main else (lambda _line: None)
-    t0 = time.perf_counter()
-    loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
-    say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
+    # under torchrun: the cells are split over the ranks, each on its own device
+    d, loaded, _ = open_model(
+        model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads, log=log
+    )
     extensions = loaded.extensions(specs)
     for length in lengths:  # every prompt fits its length, before the first cell runs
         for depth in depths:
             cell_prompts(loaded.tokenizer, length, depth, trials, seed)
-    context = run_context(
-        command="passkey",
-        model=loaded.name,
-        model_id=loaded.model_id,
-        trained_length=loaded.trained_length,
-        dtype=loaded.dtype,
-        device=loaded.device,
-        corpus=prompt_identity(),
-        threads=threads,
-    )
+    context = loaded.run_context("passkey", prompt_identity(), threads)
     out = Path(out)
     context = shared_context(context, d)  # under torchrun: rank 0's, so rows are one process's
     with job_lock(out, d):  # one job per folder: two would write every cell twice

@@ -17,12 +17,10 @@ import torch
 
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate.report import eval_plots, eval_report, eval_tables, metric_title
-from ropelab.evaluate.setup import expand_methods, model_or_name
+from ropelab.evaluate.setup import expand_methods, open_model
 from ropelab.evaluate.sweep import EvalPlan, documents_identity, run_sweep, tokenize_documents
 from ropelab.registry import MethodSpec
 from ropelab.report import read_jsonl
-from ropelab.report.provenance import run_context
-from ropelab.train.distributed import join
 
 
 @dataclass
@@ -108,7 +106,6 @@ def evaluate_methods(
     nats/token; recorded in the rows, not in the resume key). ``log``: a callable that gets one line per
     step (loading, documents), e.g. ``print``.
     """
-    say = log or (lambda _line: None)
     if batch_size < 1:
         raise RopeConfigError(f"batch_size (--batch-size) must be >= 1, got {batch_size}")
     specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
@@ -124,12 +121,10 @@ def evaluate_methods(
     from ropelab.data import load_corpus
 
     texts = load_corpus(corpus)  # before the slow model load: a bad corpus fails fast
-    d = join(device)  # under torchrun: the units are split over the ranks, each on its own device
-    if d.distributed:
-        device, say = d.device, say if d.main else (lambda _line: None)
-    t0 = time.perf_counter()
-    loaded = model_or_name(model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads)
-    say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
+    # under torchrun: the units are split over the ranks, each on its own device
+    d, loaded, say = open_model(
+        model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads, log=log
+    )
     extensions = loaded.extensions(specs)  # every method resolves on this model before the long work
     plan = EvalPlan(**{**plan.__dict__, "model": loaded.name})
     documents = tokenize_documents(
@@ -139,16 +134,7 @@ def evaluate_methods(
         f"{len(documents)} documents with >= {plan.needed_tokens()} tokens; "
         f"trained length {loaded.trained_length}"
     )
-    context = run_context(
-        command="eval",
-        model=loaded.name,
-        model_id=loaded.model_id,
-        trained_length=loaded.trained_length,
-        dtype=loaded.dtype,
-        device=loaded.device,
-        corpus=documents_identity(corpus, documents, plan.needed_tokens()),
-        threads=threads,
-    )
+    context = loaded.run_context("eval", documents_identity(corpus, documents, plan.needed_tokens()), threads)
     out = Path(out)
     t0 = time.perf_counter()
     records = run_sweep(

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import torch
 from ropelab.errors import RopeConfigError
 from ropelab.hf import Extension, make_extension, model_geometry
 from ropelab.registry import REGISTRY, MethodSpec, parse_methods
+from ropelab.report.provenance import run_context
+from ropelab.train.distributed import Dist, join
 
 #: the attention methods' options a command sets for every method that takes them
 ATTENTION_OPTIONS = ("window", "leak", "group")
@@ -134,6 +137,19 @@ class LoadedModel:
     def device(self) -> str:
         return str(next(self.model.parameters()).device)
 
+    def run_context(self, command: str, corpus: Mapping[str, str], threads: int | None) -> dict[str, Any]:
+        """The :func:`ropelab.report.provenance.run_context` of a run of ``command`` on this model."""
+        return run_context(
+            command=command,
+            model=self.name,
+            model_id=self.model_id,
+            trained_length=self.trained_length,
+            dtype=self.dtype,
+            device=self.device,
+            corpus=corpus,
+            threads=threads,
+        )
+
     def extensions(self, specs: Sequence[MethodSpec]) -> dict[str, Extension]:
         """label -> :class:`ropelab.hf.Extension` of every spec, resolved once against the model's config
         (its :meth:`~ropelab.hf.Extension.resolved` is what rows record): a method the model cannot take
@@ -201,3 +217,26 @@ def model_or_name(
     if isinstance(model, LoadedModel):
         return model
     return wrap(model, tokenizer, name=name, dtype=dtype, device=device)
+
+
+def open_model(
+    model: Any,
+    tokenizer: Any,
+    *,
+    name: str | None,
+    dtype: str | torch.dtype | None,
+    device: str | None,
+    threads: int | None,
+    log: Callable[[str], None] | None,
+) -> tuple[Dist, LoadedModel, Callable[[str], None]]:
+    """This process's place in the job (:func:`ropelab.train.distributed.join`: under torchrun each rank on
+    its own device) and the model loaded there (:func:`model_or_name`), with the ``log`` to use: the
+    caller's on rank 0, silent on the other ranks. Logs the load."""
+    say = log or (lambda _line: None)
+    d = join(device)
+    if d.distributed:
+        device, say = d.device, say if d.main else (lambda _line: None)
+    t0 = time.perf_counter()
+    loaded = model_or_name(model, tokenizer, name=name, dtype=dtype, device=device, threads=threads)
+    say(f"loaded {loaded.name} ({loaded.dtype}, {loaded.device}) in {time.perf_counter() - t0:.1f}s")
+    return d, loaded, say
