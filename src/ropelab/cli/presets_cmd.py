@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ropelab.cli.common import add_out_arg
-from ropelab.presets import PRESETS, get_preset
+from ropelab.presets import PRESETS, Preset, get_preset
 from ropelab.report import append_jsonl, format_table
 from ropelab.report.provenance import stamp, table_context
 
@@ -41,27 +42,31 @@ def run_presets(args: argparse.Namespace) -> int:
     if args.show:
         return _show(args)
     rows = []
+    context = table_context(command="presets")
     for preset in PRESETS.values():
         summary = preset.summary()
         rows.extend(summary)
-        append_jsonl(
-            args.out / "results.jsonl",
-            stamp(
-                table_context(command="presets"),
-                None,
-                None,
-                model=preset.model_id,  # the hub id; model_id: where its config.json was read
-                model_id=preset.source,
-                preset=preset.name,
-                source=preset.source,
-                rope_parameters=preset.rope_parameters(),
-                summary=summary,
-            ),
-        )
+        row = _row(context, preset, preset=preset.name, source=preset.source, summary=summary)
+        append_jsonl(args.out / "results.jsonl", row)
     print(format_table(rows, _COLUMNS, headers={"rotary_dim": "rotary dim"}, digits=10))
     print(f"\n{len(PRESETS)} presets; `ropelab presets --show NAME` prints one's config and source")
     print(f"results: {args.out / 'results.jsonl'}")
     return 0
+
+
+def _row(context: dict[str, Any], of: Preset, /, **fields: Any) -> dict[str, Any]:
+    """A results row of the preset ``of``: ``model`` its hub id, ``model_id`` where its config was read."""
+    return stamp(
+        context,
+        None,
+        None,
+        **{
+            **fields,
+            "model": of.model_id,
+            "model_id": of.source,
+            "rope_parameters": of.rope_parameters(),
+        },
+    )
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -74,14 +79,7 @@ def _show(args: argparse.Namespace) -> int:
     print("# as transformers 5 reads it (rope_parameters per layer type):")
     print(json.dumps(preset.rope_parameters(), indent=2))
     append_jsonl(
-        args.out / "results.jsonl",
-        stamp(
-            table_context(command="presets"),
-            None,
-            None,
-            **{**preset.to_dict(), "model": preset.model_id, "model_id": preset.source},
-            rope_parameters=preset.rope_parameters(),
-        ),
+        args.out / "results.jsonl", _row(table_context(command="presets"), preset, **preset.to_dict())
     )
     print(f"results: {args.out / 'results.jsonl'}")
     return 0
