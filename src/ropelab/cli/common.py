@@ -218,11 +218,6 @@ def method_specs_from_args(args: argparse.Namespace) -> list[MethodSpec]:
     return specs
 
 
-def method_names(args: argparse.Namespace) -> list[str]:
-    """The RoPE functions' names (:data:`ropelab.METHODS` keys) of ``--method``, aliases resolved."""
-    return [str(REGISTRY[spec.method].impl) for spec in method_specs_from_args(args)]
-
-
 def ropes_from_args(args: argparse.Namespace) -> list[Rope]:
     """The :class:`Rope` of each section of :func:`named_ropes_from_args`."""
     return [rope for _, rope in named_ropes_from_args(args)]
