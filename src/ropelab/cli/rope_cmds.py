@@ -16,7 +16,9 @@ from ropelab.rope import pair_views, summarize
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("methods", help="the RoPE methods: name, one line, paper")
+    p = sub.add_parser(
+        "methods", help="the one vocabulary: every method and encoding, its aliases, parameters and paper"
+    )
     p.set_defaults(run=run_methods)
 
     p = sub.add_parser(
