@@ -53,9 +53,9 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
-        "--max-restarts=1",
+        "--max-restarts=0",  # a killed rank ends the launch; a restart would redo (or hang on) the sweep
+        "--monitor-interval=0.1",
     ]
-    cmd.append("--monitor-interval=0.1")
     cmd += args
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
@@ -100,10 +100,7 @@ def test_two_ranks_give_one_process_rows_and_resume_after_a_kill(
     assert _by_key(pk2) == _by_key(pk1)  # the keys and numbers (keys, answers) of one process
     assert (two / "passkey" / "passkey_none.png").exists()  # rank 0 drew the heatmaps
     before = list(read_jsonl(two / "eval" / "doc_results.jsonl"))
-    # part-way as a rule (rank 1 dies at its second document); in a full-suite run the kill was seen to
-    # land only after every unit was in (cause not found yet, see the session note): the resume below
-    # must then compute nothing, and the checks after it hold either way
-    assert 1 <= len(before) <= 9, len(before)
+    assert 1 <= len(before) < 9, len(before)  # part-way: rank 1's first document is in, not all
 
     # the same command, 2 ranks: only the missing documents are computed
     resumed = _torchrun(["-m", "ropelab", *evaluate, "--out", str(two / "eval")])
