@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,88 @@ def test_chunking_refused_where_it_would_change_the_numbers(tiny_model_dir: Path
         prefill_route(hf_dynamic)
     with pytest.raises(RopeConfigError, match="prefill_chunk"):
         token_nll(hf_dynamic, ids, prefill_chunk=0)
+
+
+# ------------------------------------------------------------------------ evaluation
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i, name in enumerate(("a.txt", "b.txt")):
+        (folder / name).write_text(f"document {name}: " + " ".join(f"word{j * (i + 2)}" for j in range(300)))
+    return folder
+
+
+def _eval(model: str, corpus: Path, out: Path, **kwargs):
+    from ropelab.evaluate import evaluate_methods
+
+    options = {"methods": "none,self-extend", "lengths": [64, 160], "docs": 2, "progress": False}
+    return evaluate_methods(model, corpus=str(corpus), out=out, plots=False, **{**options, **kwargs})
+
+
+def test_eval_prefill_chunk_same_numbers_recorded_not_keyed(
+    tiny_model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
+    from ropelab.report import read_jsonl
+
+    whole = _eval(str(tiny_model_dir), corpus, tmp_path / "whole", prefill_chunk=0)
+    chunked = _eval(str(tiny_model_dir), corpus, tmp_path / "chunked", prefill_chunk=48)
+    assert len(whole.records) == len(chunked.records) == 2 * 2 * 2
+    for a, b in zip(whole.records, chunked.records, strict=True):
+        assert (a["label"], a["metric"], a["length"], a["key"]) == (
+            b["label"],
+            b["metric"],
+            b["length"],
+            b["key"],
+        )
+        assert abs(a["loss"] - b["loss"]) < TOL
+    assert {r["prefill_chunk"] for r in chunked.records} == {48}
+    assert {r["prefill_chunk"] for r in read_jsonl(tmp_path / "chunked" / "doc_results.jsonl")} == {48}
+    # the chunk is not in the resume key: a rerun with another chunk reuses every row
+    again = _eval(str(tiny_model_dir), corpus, tmp_path / "chunked", prefill_chunk=0)
+    assert again.records == chunked.records
+    assert len(list(read_jsonl(tmp_path / "chunked" / "doc_results.jsonl"))) == 2 * 2
+
+
+def test_eval_refuses_a_chunk_that_would_change_the_numbers(
+    tiny_model_dir: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """A model whose own config is transformers' dynamic NTK: a chunk size is refused before any work,
+    ``auto`` scores it in one pass."""
+    import shutil
+
+    folder = tmp_path / "dynamic-model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["rope_parameters"] = {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RopeConfigError, match="one pass"):
+        _eval(str(folder), corpus, tmp_path / "out", methods="none", prefill_chunk=48)
+    assert not (tmp_path / "out" / "doc_results.jsonl").exists()
+    assert _eval(str(folder), corpus, tmp_path / "out", methods="none").records
+    with pytest.raises(RopeConfigError, match="prefill_chunk"):
+        _eval(str(tiny_model_dir), corpus, tmp_path / "out", prefill_chunk=-1)
+
+
+def test_prefill_for_auto_policy(model) -> None:
+    from ropelab.evaluate.nll import AUTO_CHUNK, AUTO_ONE_PASS_MAX, prefill_for
+
+    assert prefill_for(model, AUTO_ONE_PASS_MAX, "auto") is None
+    assert prefill_for(model, AUTO_ONE_PASS_MAX + 1, "auto") == AUTO_CHUNK
+    assert prefill_for(model, 10**6, 0) is None and prefill_for(model, 10**6, None) is None
+    assert prefill_for(model, 100, 37) == 37
+    extend(model, "self-extend", rope_method="dynamic", factor=4)
+    try:  # auto falls back to one pass where chunking would change the numbers
+        assert prefill_for(model, AUTO_ONE_PASS_MAX + 1, "auto") is None
+    finally:
+        extend(model, "none")
+
+
+def test_cli_prefill_chunk_flag(tiny_model_dir: Path, corpus: Path, tmp_path: Path, capsys) -> None:
+    from ropelab.cli import main
+
+    argv = ["eval", "--model", str(tiny_model_dir), "--corpus", str(corpus), "--lengths", "64", "--docs", "1"]
+    assert main([*argv, "--prefill-chunk", "1k", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    with pytest.raises(SystemExit) as bad:
+        main([*argv, "--prefill-chunk", "many", "--out", str(tmp_path / "o")])
+    assert bad.value.code == 2 and "--prefill-chunk" in capsys.readouterr().err

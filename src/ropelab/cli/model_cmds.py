@@ -15,6 +15,7 @@ from ropelab.cli.flags import (
     add_out,
     add_quiet,
     add_threads,
+    length,
     length_list,
     positive_int,
 )
@@ -104,6 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="same tokens, growing context: loss on the last N tokens given L tokens before them",
     )
+    p.add_argument(
+        "--prefill-chunk",
+        type=prefill_chunk,
+        default="auto",
+        metavar="N",
+        help="score in chunks of N tokens with a KV cache (bounded memory, the same numbers); 0: one "
+        "pass; default auto (one pass up to 16k tokens)",
+    )
     add_out(p, "out/eval")
     p.set_defaults(run=run_eval)
 
@@ -138,10 +147,21 @@ def run_eval(args: argparse.Namespace) -> int:
         stride=args.sliding,
         score_last=args.score_last,
         docs=args.docs,
+        prefill_chunk=args.prefill_chunk,
         **_common(args),
     )
     print(run.text())
     return 0
+
+
+def prefill_chunk(text: str) -> int | str:
+    """``--prefill-chunk``: ``auto``, ``0`` (one pass) or a number of tokens like ``4096`` or ``4k``."""
+    word = text.strip().lower()
+    if word == "auto":
+        return word
+    if word == "0":
+        return 0
+    return length(text)
 
 
 def run_passkey(args: argparse.Namespace) -> int:

@@ -54,11 +54,16 @@ def _project(model: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk: int
     return out
 
 
-def prefill_route(model: Any) -> str:
+def prefill_route(model: Any, ext: Any = None) -> str:
     """How a chunked prefill of ``model`` keeps the one-pass numbers: ``"plain"`` (its RoPE does not depend
     on the length), ``"length"`` (ropelab's attention route with a dynamic method: the attention function is
-    told the whole length). Raises :class:`RopeConfigError` where chunking would change the numbers."""
-    ext = model.__dict__.get("ropelab_extension")
+    told the whole length). Raises :class:`RopeConfigError` where chunking would change the numbers.
+
+    ``ext``: the :class:`ropelab.hf.Extension` to judge instead of the one ``model`` carries now (a sweep
+    checks every method before the long work); ``model`` may then be just a config.
+    """
+    if ext is None:
+        ext = getattr(model, "__dict__", {}).get("ropelab_extension")
     if ext is not None and not ext.native:
         if not ext.rope.method.dynamic:
             return "plain"
@@ -68,7 +73,8 @@ def prefill_route(model: Any) -> str:
             f"{ext.name} over a dynamic RoPE scales each prefill chunk at a shorter length than one pass: "
             "evaluate it in one pass (no --prefill-chunk)"
         )
-    config = getattr(model.config, "text_config", None) or model.config
+    config = getattr(model, "config", model)
+    config = getattr(config, "text_config", None) or config
     params = getattr(config, "rope_parameters", None) or {}
     kinds = [p.get("rope_type") for p in params.values() if isinstance(p, dict)] or [params.get("rope_type")]
     dynamic = sorted(k for k in kinds if k in _HF_DYNAMIC)
@@ -79,6 +85,46 @@ def prefill_route(model: Any) -> str:
             "ropelab's method of that name"
         )
     return "plain"
+
+
+#: ``prefill_chunk="auto"``: one pass up to this many tokens, chunks of :data:`AUTO_CHUNK` beyond
+#: (benchmarks/long_context_memory.py: at 16k tokens one SmolLM2 pass already needs several times the
+#: memory of the chunked pass for the same time; every length ropelab had measured before chunking
+#: existed, up to 16k, keeps the one pass it was measured with)
+AUTO_ONE_PASS_MAX = 16384
+AUTO_CHUNK = 2048
+
+#: what ``prefill_chunk`` may be in the evaluation protocols
+PrefillChunk = int | str | None
+
+
+def check_prefill_chunk(prefill_chunk: PrefillChunk) -> None:
+    """Refuse a ``prefill_chunk`` that is not ``"auto"``, ``None``/``0`` (one pass) or a whole number >= 1."""
+    if prefill_chunk == "auto" or prefill_chunk is None:
+        return
+    if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 0:
+        raise RopeConfigError(
+            f"prefill_chunk (--prefill-chunk) must be 'auto', 0 (one pass) or a number of tokens >= 1, "
+            f"got {prefill_chunk!r}"
+        )
+
+
+def prefill_for(model: Any, length: int, prefill_chunk: PrefillChunk) -> int | None:
+    """The ``token_nll(prefill_chunk=)`` of a pass of ``length`` tokens: ``None`` (one pass) for
+    ``prefill_chunk`` ``None`` or ``0``; ``"auto"``: one pass up to :data:`AUTO_ONE_PASS_MAX` tokens and
+    where chunking would change the numbers, else chunks of :data:`AUTO_CHUNK`; a number: chunks of it."""
+    check_prefill_chunk(prefill_chunk)
+    if not prefill_chunk:
+        return None
+    if prefill_chunk == "auto":
+        if length <= AUTO_ONE_PASS_MAX:
+            return None
+        try:
+            prefill_route(model)
+        except RopeConfigError:
+            return None
+        return AUTO_CHUNK
+    return int(prefill_chunk)
 
 
 def _cache_kwarg(base: Any) -> str:

@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ropelab.evaluate.nll import token_nll
+from ropelab.evaluate.nll import PrefillChunk, prefill_for, token_nll
+
+
+def _nll(model: object, ids: torch.Tensor, prefill_chunk: PrefillChunk) -> torch.Tensor:
+    """:func:`token_nll` of ``ids`` ``[1, L]`` as ``[L-1]``, prefilled as :func:`prefill_for` says."""
+    return token_nll(model, ids, prefill_chunk=prefill_for(model, ids.shape[1], prefill_chunk))[0]
 
 
 @dataclass(frozen=True)
@@ -34,15 +39,23 @@ class Sums:
 
 
 def prefix_sums(
-    model: object, ids: torch.Tensor, lengths: Sequence[int], *, dynamic: bool
+    model: object,
+    ids: torch.Tensor,
+    lengths: Sequence[int],
+    *,
+    dynamic: bool,
+    prefill_chunk: PrefillChunk = "auto",
 ) -> dict[str, Sums]:
-    """``prefix`` and ``band`` cells for one document ``ids`` ``[1, >= max(lengths)]``."""
+    """``prefix`` and ``band`` cells for one document ``ids`` ``[1, >= max(lengths)]``.
+
+    ``prefill_chunk`` (all three protocols): how each pass runs, see :func:`ropelab.evaluate.nll.prefill_for`.
+    """
     lengths = sorted(lengths)
     out: dict[str, Sums] = {}
-    shared = None if dynamic else token_nll(model, ids[:, : lengths[-1]])[0]
+    shared = None if dynamic else _nll(model, ids[:, : lengths[-1]], prefill_chunk)
     prev = 0
     for length in lengths:
-        nll = shared if shared is not None else token_nll(model, ids[:, :length])[0]
+        nll = shared if shared is not None else _nll(model, ids[:, :length], prefill_chunk)
         prefix = nll[: length - 1]
         band = nll[max(prev - 1, 0) : length - 1]
         out[f"prefix:{length}"] = Sums(float(prefix.double().sum()), prefix.numel())
@@ -51,14 +64,16 @@ def prefix_sums(
     return out
 
 
-def sliding_sums(model: object, ids: torch.Tensor, length: int, stride: int) -> Sums:
+def sliding_sums(
+    model: object, ids: torch.Tensor, length: int, stride: int, *, prefill_chunk: PrefillChunk = "auto"
+) -> Sums:
     """Windows of ``length`` tokens every ``stride``; each token scored once, with the most context."""
     total, count, scored_until = 0.0, 0, 0  # scored_until: targets ids[1:scored_until+1] are done
     n = ids.shape[1]
     start = 0
     while True:
         stop = min(start + length, n)
-        nll = token_nll(model, ids[:, start:stop])[0]  # targets start+1 .. stop-1
+        nll = _nll(model, ids[:, start:stop], prefill_chunk)  # targets start+1 .. stop-1
         first_new = max(scored_until - start, 0)
         new = nll[first_new:]
         total += float(new.double().sum())
@@ -70,13 +85,20 @@ def sliding_sums(model: object, ids: torch.Tensor, length: int, stride: int) -> 
     return Sums(total, count)
 
 
-def last_sums(model: object, ids: torch.Tensor, lengths: Sequence[int], score_last: int) -> dict[str, Sums]:
+def last_sums(
+    model: object,
+    ids: torch.Tensor,
+    lengths: Sequence[int],
+    score_last: int,
+    *,
+    prefill_chunk: PrefillChunk = "auto",
+) -> dict[str, Sums]:
     """Loss on the same final ``score_last`` tokens given L tokens of context, per L."""
     end = max(lengths) + score_last
     out = {}
     for length in sorted(lengths):
         window = ids[:, end - score_last - length : end]
-        nll = token_nll(model, window)[0][-score_last:]
+        nll = _nll(model, window, prefill_chunk)[-score_last:]
         out[f"last:{length}"] = Sums(float(nll.double().sum()), nll.numel())
     return out
 

@@ -11,6 +11,10 @@ dtype, device, versions, corpus), the method and the plan's settings. A unit's c
 document's token hash (a changed document recomputes that document only); an aggregate's is the hash of
 every document's. Rows of an older layout (:func:`~ropelab.report.provenance.is_current` false) are never
 reused: they are computed again.
+
+``prefill_chunk`` (one pass, or a chunked prefill with a KV cache: evaluate/nll.py) is written in every
+row but kept out of the resume key: both give the same numbers within 1e-5 nats/token
+(tests/test_chunked_nll.py), so a rerun with another chunk reuses the rows already there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
+from ropelab.evaluate.nll import PrefillChunk, check_prefill_chunk, prefill_route
 from ropelab.evaluate.perplexity import Sums, aggregate, last_sums, prefix_sums, sliding_sums
 from ropelab.fsutil import folder_lock
 from ropelab.hf import Extension, extend, make_extension, model_geometry
@@ -106,18 +111,22 @@ def tokenize_documents(
     return out
 
 
-def _doc_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> dict[str, Sums]:
+def _doc_cells(
+    model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool, prefill_chunk: PrefillChunk
+) -> dict[str, Sums]:
     if plan.mode == "prefix":
-        return prefix_sums(model, ids, plan.lengths, dynamic=dynamic)
+        return prefix_sums(model, ids, plan.lengths, dynamic=dynamic, prefill_chunk=prefill_chunk)
     if plan.mode == "sliding":
         stride = plan.stride or max(1, min(plan.lengths) // 2)
         return {
-            f"sliding:{L}": sliding_sums(model, ids[:, : plan.needed_tokens()], L, stride)
+            f"sliding:{L}": sliding_sums(
+                model, ids[:, : plan.needed_tokens()], L, stride, prefill_chunk=prefill_chunk
+            )
             for L in plan.lengths
         }
     if plan.mode == "last":
         assert plan.score_last
-        return last_sums(model, ids, plan.lengths, plan.score_last)
+        return last_sums(model, ids, plan.lengths, plan.score_last, prefill_chunk=prefill_chunk)
     raise RopeConfigError(f"unknown evaluation mode {plan.mode!r}; choose prefix, sliding or last")
 
 
@@ -171,21 +180,42 @@ def run_sweep(
     progress: bool = True,
     context: Mapping[str, Any] | None = None,
     extensions: Mapping[str, Extension] | None = None,
+    prefill_chunk: PrefillChunk = "auto",
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
     ``context``: the run's :func:`~ropelab.report.provenance.run_context` (default: :func:`sweep_context`);
-    ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved.
+    ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved;
+    ``prefill_chunk``: see :func:`ropelab.evaluate.nll.prefill_for` (a number is checked against every
+    method before any work).
     """
     extensions = dict(extensions or {})
     for spec in specs:
         if spec.label not in extensions:
             extensions[spec.label] = make_extension(model.config, spec)
+    check_prefill(model.config, extensions.values(), prefill_chunk)
     context = dict(context) if context is not None else sweep_context(model, plan, docs)
     with folder_lock(out):  # one process per folder: two would write every row twice
         return _run_sweep(
-            model, docs, plan, specs, Path(out), progress=progress, context=context, extensions=extensions
+            model,
+            docs,
+            plan,
+            specs,
+            Path(out),
+            progress=progress,
+            context=context,
+            extensions=extensions,
+            prefill_chunk=prefill_chunk,
         )
+
+
+def check_prefill(config: Any, extensions: Any, prefill_chunk: PrefillChunk) -> None:
+    """Refuse a bad ``prefill_chunk``, or a chunk size (a number) for a method whose chunked prefill would
+    not equal one pass (:func:`ropelab.evaluate.nll.prefill_route`), before any work."""
+    check_prefill_chunk(prefill_chunk)
+    if prefill_chunk and prefill_chunk != "auto":
+        for ext in extensions:
+            prefill_route(config, ext)
 
 
 def _run_sweep(
@@ -198,6 +228,7 @@ def _run_sweep(
     progress: bool,
     context: dict[str, Any],
     extensions: dict[str, Extension],
+    prefill_chunk: PrefillChunk,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
@@ -233,7 +264,9 @@ def _run_sweep(
                 cells = {k: Sums(**v) for k, v in done[unit_key]["cells"].items()}
             else:
                 bar.set_postfix_str(f"{spec.label} {name}")
-                cells = _doc_cells(model, ids[:, :need].to(device), plan, ext.rope.method.dynamic)
+                cells = _doc_cells(
+                    model, ids[:, :need].to(device), plan, ext.rope.method.dynamic, prefill_chunk
+                )
                 record = stamp(
                     unit,
                     spec,
@@ -242,6 +275,7 @@ def _run_sweep(
                     doc=name,
                     tokens_sha256=unit["corpus"]["sha256"],
                     settings=plan.settings(per_document=True),
+                    prefill_chunk=prefill_chunk or 0,
                     cells={k: asdict(v) for k, v in cells.items()},
                 )
                 append_jsonl(doc_file, record)
@@ -268,6 +302,7 @@ def _run_sweep(
                     tokens=stat.tokens,
                     docs=stat.docs,
                     settings=plan.settings(),
+                    prefill_chunk=prefill_chunk or 0,
                 )
             )
         for record in method_records:
