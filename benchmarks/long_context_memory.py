@@ -68,9 +68,11 @@ def long_ids(tokenizer: object, length: int) -> list[int]:
     raise SystemExit(f"the stdlib corpus has only {len(ids)} tokens, fewer than {length}")
 
 
-def child(length: int, mode: str, chunk: int, save: str) -> dict:
+def child(length: int, mode: str, chunk: int, save: str, threads: int) -> dict:
     """One scoring call in this (fresh) process: memory, time, mean loss; the NLL saved to ``save``."""
     import torch
+
+    torch.set_num_threads(threads)
 
     from ropelab.evaluate.nll import token_nll
     from ropelab.hf.load import load_model
@@ -100,8 +102,9 @@ def child(length: int, mode: str, chunk: int, save: str) -> dict:
     }
 
 
-def run_child(length: int, mode: str, chunk: int, save: Path) -> dict:
+def run_child(length: int, mode: str, chunk: int, save: Path, threads: int) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--lengths", str(length), "--chunk", str(chunk)]
+    command += ["--threads", str(threads)]
     done = subprocess.run([*command, "--save", str(save)], capture_output=True, text=True)
     if done.returncode != 0:
         return {"length": length, "mode": mode, "error": done.stderr.strip().splitlines()[-1:]}
@@ -141,7 +144,10 @@ def markdown(rows: list[dict], note: str) -> str:
     ]
     for r in rows:
         c, o = r["chunked"], r["one_pass"]
-        kv = (c or o or {}).get("kv_mib", "")
+        if not (c or o):
+            lines.append(f"| {r['length']} | - | failed | - | - | - | - | - | - | - |")
+            continue
+        kv = (c or o)["kv_mib"]
         cm = f"{c['extra_mib']:.0f} ({c['peak_mib']:.0f})" if c else "-"
         om = f"{o['extra_mib']:.0f} ({o['peak_mib']:.0f})" if o else "not run"
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
@@ -162,6 +168,9 @@ def main() -> None:
     parser.add_argument(
         "--one-pass-max", type=int, default=16384, help="also run one pass at lengths up to this (0: never)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: steadier on a shared machine)"
+    )
     parser.add_argument("--json", help="write the rows here as JSON")
     parser.add_argument("--nll-dir", help="keep the per-token NLL files here (default: a temporary folder)")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
@@ -169,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [int(n) for n in args.lengths.split(",")]
     if args.child:
-        print(json.dumps(child(lengths[0], args.child, args.chunk, args.save)))
+        print(json.dumps(child(lengths[0], args.child, args.chunk, args.save, args.threads)))
         return
     nll_dir = Path(args.nll_dir or tempfile.mkdtemp(prefix="long-context-"))
     nll_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +187,7 @@ def main() -> None:
         for mode in MODES:
             if mode == "one-pass" and length > args.one_pass_max:
                 continue
-            result = run_child(length, mode, args.chunk, nll_dir / f"{length}-{mode}.pt")
+            result = run_child(length, mode, args.chunk, nll_dir / f"{length}-{mode}.pt", args.threads)
             print(json.dumps(result), flush=True)
             results.append(result)
     rows = rows_of(results, nll_dir, args.chunk)
