@@ -137,8 +137,7 @@ def test_eval_prefill_chunk_same_numbers_recorded_not_keyed(
 def test_eval_refuses_a_chunk_that_would_change_the_numbers(
     tiny_model_dir: Path, corpus: Path, tmp_path: Path
 ) -> None:
-    """A model whose own config is transformers' dynamic NTK: a chunk size is refused before any work,
-    ``auto`` scores it in one pass."""
+    """A model whose own config is transformers' dynamic NTK: a chunk size is refused before any work."""
     import shutil
 
     folder = tmp_path / "dynamic-model"
@@ -149,23 +148,18 @@ def test_eval_refuses_a_chunk_that_would_change_the_numbers(
     with pytest.raises(RopeConfigError, match="one pass"):
         _eval(str(folder), corpus, tmp_path / "out", methods="none", prefill_chunk=48)
     assert not (tmp_path / "out" / "doc_results.jsonl").exists()
-    assert _eval(str(folder), corpus, tmp_path / "out", methods="none").records
+    assert _eval(str(folder), corpus, tmp_path / "out", methods="none").records  # one pass: fine
     with pytest.raises(RopeConfigError, match="prefill_chunk"):
         _eval(str(tiny_model_dir), corpus, tmp_path / "out", prefill_chunk=-1)
 
 
-def test_prefill_for_auto_policy(model) -> None:
-    from ropelab.evaluate.nll import AUTO_CHUNK, AUTO_ONE_PASS_MAX, prefill_for
+def test_prefill_for_policy() -> None:
+    from ropelab.evaluate.nll import prefill_for
 
-    assert prefill_for(model, AUTO_ONE_PASS_MAX, "auto") is None
-    assert prefill_for(model, AUTO_ONE_PASS_MAX + 1, "auto") == AUTO_CHUNK
-    assert prefill_for(model, 10**6, 0) is None and prefill_for(model, 10**6, None) is None
-    assert prefill_for(model, 100, 37) == 37
-    extend(model, "self-extend", rope_method="dynamic", factor=4)
-    try:  # auto falls back to one pass where chunking would change the numbers
-        assert prefill_for(model, AUTO_ONE_PASS_MAX + 1, "auto") is None
-    finally:
-        extend(model, "none")
+    assert prefill_for(None) is None and prefill_for(0) is None and prefill_for(37) == 37
+    for bad in (-1, 2.5, "auto", True):
+        with pytest.raises(RopeConfigError, match="prefill_chunk"):
+            prefill_for(bad)
 
 
 def test_cli_prefill_chunk_flag(tiny_model_dir: Path, corpus: Path, tmp_path: Path, capsys) -> None:

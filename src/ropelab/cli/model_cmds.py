@@ -108,10 +108,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prefill-chunk",
         type=prefill_chunk,
-        default="auto",
+        default=0,
         metavar="N",
-        help="score in chunks of N tokens with a KV cache (bounded memory, the same numbers); 0: one "
-        "pass; default auto (one pass up to 16k tokens)",
+        help="score in chunks of N tokens (e.g. 2k) with a KV cache: the same numbers, memory of the "
+        "cache plus one chunk; default 0: one pass",
     )
     add_out(p, "out/eval")
     p.set_defaults(run=run_eval)
@@ -154,14 +154,9 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def prefill_chunk(text: str) -> int | str:
-    """``--prefill-chunk``: ``auto``, ``0`` (one pass) or a number of tokens like ``4096`` or ``4k``."""
-    word = text.strip().lower()
-    if word == "auto":
-        return word
-    if word == "0":
-        return 0
-    return length(text)
+def prefill_chunk(text: str) -> int:
+    """``--prefill-chunk``: ``0`` (one pass) or a number of tokens like ``4096`` or ``4k``."""
+    return 0 if text.strip() == "0" else length(text)
 
 
 def run_passkey(args: argparse.Namespace) -> int:

@@ -87,44 +87,31 @@ def prefill_route(model: Any, ext: Any = None) -> str:
     return "plain"
 
 
-#: ``prefill_chunk="auto"``: one pass up to this many tokens, chunks of :data:`AUTO_CHUNK` beyond
-#: (benchmarks/long_context_memory.py: at 16k tokens one SmolLM2 pass already needs several times the
-#: memory of the chunked pass for the same time; every length ropelab had measured before chunking
-#: existed, up to 16k, keeps the one pass it was measured with)
-AUTO_ONE_PASS_MAX = 16384
-AUTO_CHUNK = 2048
-
-#: what ``prefill_chunk`` may be in the evaluation protocols
-PrefillChunk = int | str | None
+#: what ``prefill_chunk`` may be in the evaluation protocols: ``None`` or ``0`` (one pass, the default) or a
+#: number of tokens. One pass is the default at every length: with no KV cache it holds one layer's
+#: activations at a time, and with a memory-efficient attention (SDPA's flash kernel, ropelab's blockwise
+#: methods) that is less than the KV cache a chunked prefill keeps (SmolLM2 at 8k tokens on CPU: 274 MiB
+#: one pass against 872 MiB chunked, benchmarks/RESULTS.md). Chunking bounds memory where one pass's
+#: attention is quadratic (eager attention, an SDPA path that materialises ``[h, L, L]``).
+PrefillChunk = int | None
 
 
 def check_prefill_chunk(prefill_chunk: PrefillChunk) -> None:
-    """Refuse a ``prefill_chunk`` that is not ``"auto"``, ``None``/``0`` (one pass) or a whole number >= 1."""
-    if prefill_chunk == "auto" or prefill_chunk is None:
+    """Refuse a ``prefill_chunk`` that is not ``None``/``0`` (one pass) or a whole number >= 1."""
+    if prefill_chunk is None:
         return
     if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 0:
         raise RopeConfigError(
-            f"prefill_chunk (--prefill-chunk) must be 'auto', 0 (one pass) or a number of tokens >= 1, "
+            f"prefill_chunk (--prefill-chunk) must be 0 (one pass) or a number of tokens >= 1, "
             f"got {prefill_chunk!r}"
         )
 
 
-def prefill_for(model: Any, length: int, prefill_chunk: PrefillChunk) -> int | None:
-    """The ``token_nll(prefill_chunk=)`` of a pass of ``length`` tokens: ``None`` (one pass) for
-    ``prefill_chunk`` ``None`` or ``0``; ``"auto"``: one pass up to :data:`AUTO_ONE_PASS_MAX` tokens and
-    where chunking would change the numbers, else chunks of :data:`AUTO_CHUNK`; a number: chunks of it."""
+def prefill_for(prefill_chunk: PrefillChunk) -> int | None:
+    """The ``token_nll(prefill_chunk=)`` of the evaluation protocols' ``prefill_chunk``: ``None`` (one
+    pass) for ``None`` or ``0``, else the number."""
     check_prefill_chunk(prefill_chunk)
-    if not prefill_chunk:
-        return None
-    if prefill_chunk == "auto":
-        if length <= AUTO_ONE_PASS_MAX:
-            return None
-        try:
-            prefill_route(model)
-        except RopeConfigError:
-            return None
-        return AUTO_CHUNK
-    return int(prefill_chunk)
+    return prefill_chunk or None
 
 
 def _cache_kwarg(base: Any) -> str:

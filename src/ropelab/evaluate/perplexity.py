@@ -27,7 +27,7 @@ from ropelab.evaluate.nll import PrefillChunk, prefill_for, token_nll
 
 def _nll(model: object, ids: torch.Tensor, prefill_chunk: PrefillChunk) -> torch.Tensor:
     """:func:`token_nll` of ``ids`` ``[1, L]`` as ``[L-1]``, prefilled as :func:`prefill_for` says."""
-    return token_nll(model, ids, prefill_chunk=prefill_for(model, ids.shape[1], prefill_chunk))[0]
+    return token_nll(model, ids, prefill_chunk=prefill_for(prefill_chunk))[0]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def prefix_sums(
     lengths: Sequence[int],
     *,
     dynamic: bool,
-    prefill_chunk: PrefillChunk = "auto",
+    prefill_chunk: PrefillChunk = None,
 ) -> dict[str, Sums]:
     """``prefix`` and ``band`` cells for one document ``ids`` ``[1, >= max(lengths)]``.
 
@@ -65,7 +65,7 @@ def prefix_sums(
 
 
 def sliding_sums(
-    model: object, ids: torch.Tensor, length: int, stride: int, *, prefill_chunk: PrefillChunk = "auto"
+    model: object, ids: torch.Tensor, length: int, stride: int, *, prefill_chunk: PrefillChunk = None
 ) -> Sums:
     """Windows of ``length`` tokens every ``stride``; each token scored once, with the most context."""
     total, count, scored_until = 0.0, 0, 0  # scored_until: targets ids[1:scored_until+1] are done
@@ -91,7 +91,7 @@ def last_sums(
     lengths: Sequence[int],
     score_last: int,
     *,
-    prefill_chunk: PrefillChunk = "auto",
+    prefill_chunk: PrefillChunk = None,
 ) -> dict[str, Sums]:
     """Loss on the same final ``score_last`` tokens given L tokens of context, per L."""
     end = max(lengths) + score_last

@@ -73,7 +73,7 @@ def evaluate_methods(
     stride: int | None = None,
     score_last: int | None = None,
     docs: int = 8,
-    prefill_chunk: int | str | None = "auto",
+    prefill_chunk: int | None = None,
     out: str | Path = "out/eval",
     model_name: str | None = None,
     dtype: str | torch.dtype | None = None,
@@ -91,9 +91,10 @@ def evaluate_methods(
     :func:`ropelab.parse_methods` or specs, crossed with ``factors`` and given ``window``/``leak``/``group``
     by :func:`ropelab.evaluate.expand_methods`. ``mode``: ``prefix`` (and ``band``), ``sliding`` (with
     ``stride``) or ``last`` (with ``score_last``); see :mod:`ropelab.evaluate.perplexity`.
-    ``prefill_chunk``: ``"auto"`` (one pass up to 16k tokens, a chunked prefill with a KV cache beyond),
-    ``0``/``None`` (always one pass) or N (chunks of N tokens): the same numbers within 1e-5 nats/token
-    in bounded memory (:mod:`ropelab.evaluate.nll`); written in every row, not part of the resume key.
+    ``prefill_chunk``: N scores each pass N tokens at a time with a KV cache (memory: the cache plus one
+    chunk, for models whose one-pass attention is quadratic in memory); ``None``/``0``, the default: one
+    pass. The same numbers within 1e-5 nats/token (:mod:`ropelab.evaluate.nll`); written in every row, not
+    part of the resume key.
 
     Writes ``OUT/doc_results.jsonl`` (per document), ``OUT/results.jsonl`` (per method, metric and length;
     every row stamped with :func:`ropelab.report.provenance.stamp`), and ``OUT/report.md`` and, with

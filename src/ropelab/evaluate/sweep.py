@@ -180,7 +180,7 @@ def run_sweep(
     progress: bool = True,
     context: Mapping[str, Any] | None = None,
     extensions: Mapping[str, Extension] | None = None,
-    prefill_chunk: PrefillChunk = "auto",
+    prefill_chunk: PrefillChunk = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
@@ -213,7 +213,7 @@ def check_prefill(config: Any, extensions: Any, prefill_chunk: PrefillChunk) -> 
     """Refuse a bad ``prefill_chunk``, or a chunk size (a number) for a method whose chunked prefill would
     not equal one pass (:func:`ropelab.evaluate.nll.prefill_route`), before any work."""
     check_prefill_chunk(prefill_chunk)
-    if prefill_chunk and prefill_chunk != "auto":
+    if prefill_chunk:
         for ext in extensions:
             prefill_route(config, ext)
 
