@@ -3,6 +3,8 @@
 Claim (issue 13, item 2): scoring a document with ``token_nll(model, ids, prefill_chunk=N)`` (evaluate/nll.py)
 holds the KV cache plus one chunk's activations, so its memory grows with the KV cache
 (layers x 2 x kv_heads x head_dim x L x 4 bytes in float32), and its losses equal the one pass's.
+The one pass beside it keeps no KV cache and holds one layer's activations at a time (results:
+benchmarks/RESULTS.md, "long_context_memory.py").
 
 Each (length, mode) runs in a fresh subprocess: it loads SmolLM2 (float32, CPU), tokenises the stdlib
 corpus joined into one long text, warms up on 256 tokens, then records the RSS high-water mark
@@ -81,7 +83,8 @@ def child(length: int, mode: str, chunk: int, save: str, threads: int) -> dict:
     model.eval()
     ids = torch.tensor([long_ids(tokenizer, length)])
     prefill = chunk if mode == "chunked" else None
-    token_nll(model, ids[:, :256], prefill_chunk=min(prefill or 256, 128))  # warm-up: pools, kernels
+    # warm-up (thread pools, kernels), the same in both modes: 256 tokens in chunks of 128
+    token_nll(model, ids[:, :256], prefill_chunk=min(prefill or 256, 128))
     base = hwm_mib()
     start = time.perf_counter()
     nll = token_nll(model, ids, prefill_chunk=prefill)
