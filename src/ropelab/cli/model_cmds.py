@@ -16,6 +16,7 @@ from ropelab.cli.flags import (
     add_out,
     add_quiet,
     add_threads,
+    length,
     length_list,
     positive_int,
 )
@@ -109,6 +110,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_batch_size(
         p, default=1, what="documents of a method scored in one forward (same numbers within 1e-5 nats/token)"
     )
+    p.add_argument(
+        "--prefill-chunk",
+        type=prefill_chunk,
+        default=0,
+        metavar="N",
+        help="score in chunks of N tokens (e.g. 2k) with a KV cache: the same numbers, memory of the "
+        "cache plus one chunk; default 0: one pass",
+    )
     add_out(p, "out/eval")
     p.set_defaults(run=run_eval)
 
@@ -144,10 +153,16 @@ def run_eval(args: argparse.Namespace) -> int:
         stride=args.sliding,
         score_last=args.score_last,
         docs=args.docs,
+        prefill_chunk=args.prefill_chunk,
         **_common(args),
     )
     print(run.text())
     return 0
+
+
+def prefill_chunk(text: str) -> int:
+    """``--prefill-chunk``: ``0`` (one pass) or a number of tokens like ``4096`` or ``4k``."""
+    return 0 if text.strip() == "0" else length(text)
 
 
 def run_passkey(args: argparse.Namespace) -> int:

@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ropelab.evaluate.nll import token_nll
+from ropelab.evaluate.nll import PrefillChunk, prefill_for, token_nll
+
+
+def _nll(model: object, ids: torch.Tensor, prefill_chunk: PrefillChunk) -> torch.Tensor:
+    """:func:`token_nll` of ``ids`` ``[b, L]`` (``[b, L-1]``), prefilled as :func:`prefill_for` says."""
+    return token_nll(model, ids, prefill_chunk=prefill_for(prefill_chunk))
 
 
 @dataclass(frozen=True)
@@ -34,23 +39,36 @@ class Sums:
 
 
 def prefix_sums(
-    model: object, ids: torch.Tensor, lengths: Sequence[int], *, dynamic: bool
+    model: object,
+    ids: torch.Tensor,
+    lengths: Sequence[int],
+    *,
+    dynamic: bool,
+    prefill_chunk: PrefillChunk = None,
 ) -> dict[str, Sums]:
-    """``prefix`` and ``band`` cells for one document ``ids`` ``[1, >= max(lengths)]``."""
-    return prefix_sums_rows(model, ids[:1], lengths, dynamic=dynamic)[0]
+    """``prefix`` and ``band`` cells for one document ``ids`` ``[1, >= max(lengths)]``.
+
+    ``prefill_chunk`` (all three protocols): how each pass runs, see :func:`ropelab.evaluate.nll.prefill_for`.
+    """
+    return prefix_sums_rows(model, ids[:1], lengths, dynamic=dynamic, prefill_chunk=prefill_chunk)[0]
 
 
 def prefix_sums_rows(
-    model: object, ids: torch.Tensor, lengths: Sequence[int], *, dynamic: bool
+    model: object,
+    ids: torch.Tensor,
+    lengths: Sequence[int],
+    *,
+    dynamic: bool,
+    prefill_chunk: PrefillChunk = None,
 ) -> list[dict[str, Sums]]:
     """:func:`prefix_sums` of each row of ``ids`` ``[b, >= max(lengths)]`` (documents of equal length,
     scored together: one forward per pass for the whole batch)."""
     lengths = sorted(lengths)
     out: list[dict[str, Sums]] = [{} for _ in range(ids.shape[0])]
-    shared = None if dynamic else token_nll(model, ids[:, : lengths[-1]])
+    shared = None if dynamic else _nll(model, ids[:, : lengths[-1]], prefill_chunk)
     prev = 0
     for length in lengths:
-        nll = shared if shared is not None else token_nll(model, ids[:, :length])
+        nll = shared if shared is not None else _nll(model, ids[:, :length], prefill_chunk)
         for row, cells in zip(nll, out, strict=True):
             prefix = row[: length - 1]
             band = row[max(prev - 1, 0) : length - 1]
@@ -60,12 +78,16 @@ def prefix_sums_rows(
     return out
 
 
-def sliding_sums(model: object, ids: torch.Tensor, length: int, stride: int) -> Sums:
+def sliding_sums(
+    model: object, ids: torch.Tensor, length: int, stride: int, *, prefill_chunk: PrefillChunk = None
+) -> Sums:
     """Windows of ``length`` tokens every ``stride``; each token scored once, with the most context."""
-    return sliding_sums_rows(model, ids[:1], length, stride)[0]
+    return sliding_sums_rows(model, ids[:1], length, stride, prefill_chunk=prefill_chunk)[0]
 
 
-def sliding_sums_rows(model: object, ids: torch.Tensor, length: int, stride: int) -> list[Sums]:
+def sliding_sums_rows(
+    model: object, ids: torch.Tensor, length: int, stride: int, *, prefill_chunk: PrefillChunk = None
+) -> list[Sums]:
     """:func:`sliding_sums` of each row of ``ids`` ``[b, n]`` (the same windows for every row)."""
     total = torch.zeros(ids.shape[0], dtype=torch.float64)
     count, scored_until = 0, 0  # scored_until: targets ids[:, 1:scored_until+1] are done
@@ -73,7 +95,7 @@ def sliding_sums_rows(model: object, ids: torch.Tensor, length: int, stride: int
     start = 0
     while True:
         stop = min(start + length, n)
-        nll = token_nll(model, ids[:, start:stop])  # targets start+1 .. stop-1
+        nll = _nll(model, ids[:, start:stop], prefill_chunk)  # targets start+1 .. stop-1
         first_new = max(scored_until - start, 0)
         new = nll[:, first_new:]
         total += new.double().sum(dim=1).cpu()
@@ -85,20 +107,32 @@ def sliding_sums_rows(model: object, ids: torch.Tensor, length: int, stride: int
     return [Sums(float(t), count) for t in total]
 
 
-def last_sums(model: object, ids: torch.Tensor, lengths: Sequence[int], score_last: int) -> dict[str, Sums]:
+def last_sums(
+    model: object,
+    ids: torch.Tensor,
+    lengths: Sequence[int],
+    score_last: int,
+    *,
+    prefill_chunk: PrefillChunk = None,
+) -> dict[str, Sums]:
     """Loss on the same final ``score_last`` tokens given L tokens of context, per L."""
-    return last_sums_rows(model, ids[:1], lengths, score_last)[0]
+    return last_sums_rows(model, ids[:1], lengths, score_last, prefill_chunk=prefill_chunk)[0]
 
 
 def last_sums_rows(
-    model: object, ids: torch.Tensor, lengths: Sequence[int], score_last: int
+    model: object,
+    ids: torch.Tensor,
+    lengths: Sequence[int],
+    score_last: int,
+    *,
+    prefill_chunk: PrefillChunk = None,
 ) -> list[dict[str, Sums]]:
     """:func:`last_sums` of each row of ``ids`` ``[b, >= max(lengths) + score_last]``."""
     end = max(lengths) + score_last
     out: list[dict[str, Sums]] = [{} for _ in range(ids.shape[0])]
     for length in sorted(lengths):
         window = ids[:, end - score_last - length : end]
-        nll = token_nll(model, window)[:, -score_last:]
+        nll = _nll(model, window, prefill_chunk)[:, -score_last:]
         for row, cells in zip(nll, out, strict=True):
             cells[f"last:{length}"] = Sums(float(row.double().sum()), row.numel())
     return out

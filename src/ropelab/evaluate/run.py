@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
+from ropelab.evaluate.nll import check_prefill_chunk
 from ropelab.evaluate.report import eval_plots, eval_report, eval_tables, metric_title
 from ropelab.evaluate.setup import expand_methods, open_model
 from ropelab.evaluate.sweep import EvalPlan, documents_identity, run_sweep, tokenize_documents
@@ -78,6 +79,7 @@ def evaluate_methods(
     stride: int | None = None,
     score_last: int | None = None,
     docs: int = 8,
+    prefill_chunk: int | None = None,
     out: str | Path = "out/eval",
     model_name: str | None = None,
     dtype: str | torch.dtype | None = None,
@@ -96,6 +98,10 @@ def evaluate_methods(
     :func:`ropelab.parse_methods` or specs, crossed with ``factors`` and given ``window``/``leak``/``group``
     by :func:`ropelab.evaluate.expand_methods`. ``mode``: ``prefix`` (and ``band``), ``sliding`` (with
     ``stride``) or ``last`` (with ``score_last``); see :mod:`ropelab.evaluate.perplexity`.
+    ``prefill_chunk``: N scores each pass N tokens at a time with a KV cache (memory: the cache plus one
+    chunk, for models whose one-pass attention is quadratic in memory); ``None``/``0``, the default: one
+    pass. The same numbers within 1e-5 nats/token (:mod:`ropelab.evaluate.nll`); written in every row, not
+    part of the resume key.
 
     Writes ``OUT/doc_results.jsonl`` (per document), ``OUT/results.jsonl`` (per method, metric and length;
     every row stamped with :func:`ropelab.report.provenance.stamp`), and ``OUT/report.md`` and, with
@@ -118,6 +124,7 @@ def evaluate_methods(
         stride=stride,
         score_last=score_last,
     )
+    check_prefill_chunk(prefill_chunk)
     from ropelab.data import load_corpus
 
     texts = load_corpus(corpus)  # before the slow model load: a bad corpus fails fast
@@ -148,6 +155,7 @@ def evaluate_methods(
         extensions=extensions,
         dist=d,
         batch_size=batch_size,
+        prefill_chunk=prefill_chunk,
     )
     wall = time.perf_counter() - t0
     if not d.main:  # rank 0 writes the report and plots

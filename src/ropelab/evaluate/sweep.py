@@ -15,6 +15,10 @@ dtype, device, versions, corpus), the method and the plan's settings. A unit's c
 document's token hash (a changed document recomputes that document only); an aggregate's is the hash of
 every document's. Rows of an older layout (:func:`~ropelab.report.provenance.is_current` false) are never
 reused: they are computed again.
+
+``prefill_chunk`` (one pass, or a chunked prefill with a KV cache: evaluate/nll.py) is written in every
+row but kept out of the resume key: both give the same numbers within 1e-5 nats/token
+(tests/test_chunked_nll.py), so a rerun with another chunk reuses the rows already there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
+from ropelab.evaluate.nll import PrefillChunk, check_prefill_chunk, prefill_route
 from ropelab.evaluate.perplexity import Sums, aggregate, last_sums_rows, prefix_sums_rows, sliding_sums_rows
 from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
 from ropelab.hf import Extension, extend, make_extension, model_geometry
@@ -111,19 +116,24 @@ def tokenize_documents(
     return out
 
 
-def _batch_cells(model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool) -> list[dict[str, Sums]]:
+def _batch_cells(
+    model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool, prefill_chunk: PrefillChunk
+) -> list[dict[str, Sums]]:
     """The cells of each document (row) of ``ids`` ``[b, plan.needed_tokens()]``, scored together."""
     if plan.mode == "prefix":
-        return prefix_sums_rows(model, ids, plan.lengths, dynamic=dynamic)
+        return prefix_sums_rows(model, ids, plan.lengths, dynamic=dynamic, prefill_chunk=prefill_chunk)
     if plan.mode == "sliding":
         stride = plan.stride or max(1, min(plan.lengths) // 2)
         per_length = {
-            L: sliding_sums_rows(model, ids[:, : plan.needed_tokens()], L, stride) for L in plan.lengths
+            L: sliding_sums_rows(
+                model, ids[:, : plan.needed_tokens()], L, stride, prefill_chunk=prefill_chunk
+            )
+            for L in plan.lengths
         }
         return [{f"sliding:{L}": sums[row] for L, sums in per_length.items()} for row in range(ids.shape[0])]
     if plan.mode == "last":
         assert plan.score_last
-        return last_sums_rows(model, ids, plan.lengths, plan.score_last)
+        return last_sums_rows(model, ids, plan.lengths, plan.score_last, prefill_chunk=prefill_chunk)
     raise RopeConfigError(f"unknown evaluation mode {plan.mode!r}; choose prefix, sliding or last")
 
 
@@ -179,6 +189,7 @@ def run_sweep(
     extensions: Mapping[str, Extension] | None = None,
     dist: Dist | None = None,
     batch_size: int = 1,
+    prefill_chunk: PrefillChunk = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
@@ -186,7 +197,9 @@ def run_sweep(
     ``extensions``: label -> the :func:`ropelab.hf.make_extension` of each spec, if already resolved.
     ``dist``: this process's place in a ``torchrun`` job (:func:`ropelab.train.distributed.join`): the
     units are split over the ranks (:mod:`ropelab.evaluate.shard`); every rank returns the same rows.
-    ``batch_size``: documents of one method per forward (same numbers within 1e-5 nats/token).
+    ``batch_size``: documents of one method per forward (same numbers within 1e-5 nats/token);
+    ``prefill_chunk``: see :func:`ropelab.evaluate.nll.prefill_for` (a number is checked against every
+    method before any work). Batch size and prefill chunk are recorded in every row, not keyed.
     """
     d = dist or Dist()
     if batch_size < 1:
@@ -195,6 +208,7 @@ def run_sweep(
     for spec in specs:
         if spec.label not in extensions:
             extensions[spec.label] = make_extension(model.config, spec)
+    check_prefill(model.config, extensions.values(), prefill_chunk)
     context = dict(context) if context is not None else sweep_context(model, plan, docs)
     context = shared_context(context, d)
     with job_lock(out, d):  # one job per folder: two would write every row twice
@@ -209,7 +223,18 @@ def run_sweep(
             extensions=extensions,
             d=d,
             batch_size=batch_size,
+            recorded={"batch_size": batch_size, "prefill_chunk": prefill_chunk or 0},
+            prefill_chunk=prefill_chunk,
         )
+
+
+def check_prefill(config: Any, extensions: Any, prefill_chunk: PrefillChunk) -> None:
+    """Refuse a bad ``prefill_chunk``, or a chunk size (a number) for a method whose chunked prefill would
+    not equal one pass (:func:`ropelab.evaluate.nll.prefill_route`), before any work."""
+    check_prefill_chunk(prefill_chunk)
+    if prefill_chunk:
+        for ext in extensions:
+            prefill_route(config, ext)
 
 
 def _done_units(doc_file: Path) -> dict[str, dict[str, Any]]:
@@ -228,6 +253,8 @@ def _run_sweep(
     extensions: dict[str, Extension],
     d: Dist,
     batch_size: int,
+    recorded: dict[str, Any],
+    prefill_chunk: PrefillChunk,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
@@ -249,7 +276,7 @@ def _run_sweep(
     total = len(specs) * len(docs)
     bar = progress_bar(total, desc="eval", unit="docs", disable=not (progress and d.main))
     aggregates = (
-        _Aggregates(result_file, plan, specs, unit_keys, context, extensions, batch_size) if d.main else None
+        _Aggregates(result_file, plan, specs, unit_keys, context, extensions, recorded) if d.main else None
     )
     shown = total - len(pending)
     bar.update(shown)
@@ -264,7 +291,8 @@ def _run_sweep(
             current = spec
         bar.set_postfix_str(f"{spec.label} {', '.join(docs[j][0] for j in group)}")
         ids = torch.cat([docs[j][1][:, :need] for j in group]).to(device)
-        for j, cells in zip(group, _batch_cells(model, ids, plan, ext.rope.method.dynamic), strict=True):
+        cells_of = _batch_cells(model, ids, plan, ext.rope.method.dynamic, prefill_chunk)
+        for j, cells in zip(group, cells_of, strict=True):
             record = stamp(
                 units[j],
                 spec,
@@ -273,7 +301,7 @@ def _run_sweep(
                 doc=docs[j][0],
                 tokens_sha256=units[j]["corpus"]["sha256"],
                 settings=plan.settings(per_document=True),
-                batch_size=batch_size,
+                **recorded,
                 cells={k: asdict(v) for k, v in cells.items()},
             )
             append_row(doc_file, record, d)
@@ -318,10 +346,10 @@ class _Aggregates:
         unit_keys: list[list[str]],
         context: dict[str, Any],
         extensions: dict[str, Extension],
-        batch_size: int = 1,
+        recorded: Mapping[str, Any],
     ) -> None:
         self.result_file, self.plan, self.specs, self.unit_keys = result_file, plan, specs, unit_keys
-        self.context, self.extensions, self.batch_size = context, extensions, batch_size
+        self.context, self.extensions, self.recorded = context, extensions, dict(recorded)
         # per row, not per method: a torn (dropped) last row is written again, the others are not
         self.finished = {
             (r["key"], r.get("metric"), r.get("length")): r
@@ -367,7 +395,7 @@ class _Aggregates:
                 tokens=stat.tokens,
                 docs=stat.docs,
                 settings=self.plan.settings(),
-                batch_size=self.batch_size,
+                **self.recorded,
             )
             where = (key, metric, int(length))
             if where not in self.finished:

@@ -58,7 +58,9 @@ def make_attention(ext: Extension) -> Any:
             q_pos = torch.arange(k_len - s_q, k_len, device=query.device)
         q_pos = q_pos.to(query.device).expand(b, s_q) if q_pos.dim() == 2 else q_pos.expand(b, s_q)
         k_pos = _key_positions(store, getattr(module, "layer_idx", 0) or 0, q_pos, k_len)
-        seq_len = int(k_pos.max()) + 1
+        # a chunked prefill (evaluate/nll.py) names the length of the whole pass, so dynamic methods rotate
+        # every chunk with the one-pass frequencies; otherwise the length is that of the keys so far
+        seq_len = max(int(k_pos.max()) + 1, int(kwargs.get("ropelab_seq_len") or 0))
         if ext.attention != "rope":
             out = attention_level(ext, query, key, value, q_pos, k_pos, attention_mask, scaling)
             return out.transpose(1, 2).contiguous(), None
