@@ -139,7 +139,7 @@ def memory_rows(lengths: list[int]) -> list[Row]:
     return rows
 
 
-def model_rows(length: int, trials: int) -> list[Row]:
+def model_rows(length: int, trials: int, clock: str = "wall") -> list[Row]:
     from ropelab.hf.extend import extend, make_extension
     from ropelab.hf.load import load_model
 
@@ -158,8 +158,10 @@ def model_rows(length: int, trials: int) -> list[Row]:
 
     names = ("none", *METHODS)
     measure({m: forward(m, ids[:, :1024]) for m in names}, repeats=1, warmup=0)  # warm-up round
-    times = measure({m: forward(m, ids) for m in names}, repeats=trials, warmup=0)
+    times = measure({m: forward(m, ids) for m in names}, repeats=trials, warmup=0, clock=clock)
     ms = " ".join(f"{n}={median_ms(times, n):.0f}" for n in times)
+    threads = torch.get_num_threads()
+    timed = f"{threads} thread{'s' if threads > 1 else ''}, {'CPU' if clock == 'cpu' else 'wall'} time"
     rows = []
     for method in METHODS:
         resolved = make_extension(model.config, method).resolved()
@@ -169,8 +171,8 @@ def model_rows(length: int, trials: int) -> list[Row]:
                 f"L={length} {method} / none",
                 ratio(times, method, "none"),
                 TARGET,
-                f"SmolLM2-135M, 1 x {length} tokens, fp32, {torch.get_num_threads()} threads",
-                f"{method} {resolved}; {trials} trials; ms: {ms}",
+                f"SmolLM2-135M, 1 x {length} tokens, fp32, {timed}",
+                f"{method} {resolved}; {trials} trials; {clock} ms: {ms}",
                 best_ratio(times, method, "none"),
             )
         )
@@ -184,16 +186,26 @@ def main() -> None:
     parser.add_argument("--micro-lengths", default="4096,16384", help="comma-separated lengths, '' for none")
     parser.add_argument("--micro-trials", type=int, default=3)
     parser.add_argument("--no-model", action="store_true", help="only the attention-alone rows")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="model forwards timed by wall time or by the process's CPU time (steadier on a shared machine "
+        "with --threads 1)",
+    )
     parser.add_argument("--json", help="write the rows to this file instead of printing them")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child[0], int(args.memory_child[1]))))
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     micro = [int(x) for x in args.micro_lengths.split(",") if x]
     rows = micro_rows(micro, args.micro_trials) + memory_rows(micro)
     if not args.no_model:
-        rows += model_rows(args.length, args.trials)
+        rows += model_rows(args.length, args.trials, args.clock)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f)
