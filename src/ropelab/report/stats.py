@@ -52,10 +52,14 @@ class PairedDifference:
 
     def text(self, digits: int = 3) -> str:
         """``+0.012 [-0.004, +0.031] n=4 not different``, ``-0.210 [-0.300, -0.120] n=4``."""
-        diff = f"{self.difference:+.{digits}f}"
+        values = [v for v in (self.difference, self.low, self.high) if v is not None]
+        big = max(abs(v) for v in values)
+        # fixed decimals, or two significant digits where they would print a nonzero difference as 0.000
+        form = f"+.{digits}f" if big == 0 or big >= 0.5 * 10**-digits else "+.1e"
+        diff = format(self.difference, form)
         if self.low is None or self.high is None:
             return f"{diff} n={self.n} (n<{MIN_UNITS})"
-        text = f"{diff} [{self.low:+.{digits}f}, {self.high:+.{digits}f}] n={self.n}"
+        text = f"{diff} [{format(self.low, form)}, {format(self.high, form)}] n={self.n}"
         return text if self.excludes_zero else f"{text} not different"
 
 
