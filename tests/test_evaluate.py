@@ -92,7 +92,8 @@ def test_aggregate_is_token_weighted_with_bootstrap_interval() -> None:
     stat = aggregate(cells, resamples=500)
     assert stat.loss == pytest.approx(60.0 / 40) and stat.tokens == 40 and stat.docs == 3
     assert stat.low <= stat.loss <= stat.high and stat.low < stat.high
-    assert aggregate([Sums(3.0, 3)]).low == 1.0
+    one, two = aggregate([Sums(3.0, 3)]), aggregate([Sums(3.0, 3), Sums(1.0, 1)])
+    assert (one.loss, one.low, one.high, two.low, two.high) == (1.0, None, None, None, None)  # below 3 docs
 
 
 def test_passkey_prompt(model_and_tokenizer) -> None:

@@ -118,6 +118,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score in chunks of N tokens (e.g. 2k) with a KV cache: the same numbers, memory of the "
         "cache plus one chunk; default 0: one pass",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="METHOD",
+        help="the method every other is compared with, paired by document (difference, 95%% paired bootstrap "
+        "interval, n), in the --method grammar; default none when none is among the methods; run if missing",
+    )
+    p.add_argument(
+        "--key-tokens",
+        type=length,
+        metavar="SHORT",
+        help="also the loss on LongPPL's key tokens: those the baseline (default none) predicts > 2 nats "
+        "better with the whole prefix than with a SHORT-token window (e.g. 1k), at < 2 nats; prefix mode",
+    )
     add_out(p, "out/eval")
     p.set_defaults(run=run_eval)
 
@@ -154,6 +167,8 @@ def run_eval(args: argparse.Namespace) -> int:
         score_last=args.score_last,
         docs=args.docs,
         prefill_chunk=args.prefill_chunk,
+        baseline=args.baseline,
+        key_tokens=args.key_tokens,
         **_common(args),
     )
     print(run.text())

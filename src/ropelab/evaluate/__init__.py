@@ -9,15 +9,19 @@ One public call per command (the CLI is parse -> one call -> print):
   :func:`ropelab.results.render_results`, the same with every command's renderer).
 
 The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, :func:`eval_plots`,
-:func:`passkey_plots`) take rows, from a run or from files; :data:`RENDERERS` maps a results row's
-``command`` (eval, passkey) to the function that renders its rows.
+:func:`passkey_plots`, :func:`eval_ci_tables`, :func:`eval_paired_tables`) take rows, from a run or
+from files; :data:`RENDERERS` maps a results row's ``command`` (eval, passkey) to the function that
+renders its rows. :func:`find_key_tokens`: LongPPL's key tokens (:mod:`ropelab.evaluate.key_tokens`).
 """
 
+from ropelab.evaluate.key_tokens import KeyTokenRule, KeyTokens, find_key_tokens, key_token_mask
 from ropelab.evaluate.passkey_grid import PasskeyRun, passkey_grid
 from ropelab.evaluate.report import (
     RENDERERS,
     Rendered,
     Section,
+    eval_ci_tables,
+    eval_paired_tables,
     eval_plots,
     eval_report,
     eval_tables,
@@ -32,15 +36,21 @@ from ropelab.evaluate.setup import LoadedModel, expand_methods, load, resolve_de
 __all__ = [
     "RENDERERS",
     "EvalRun",
+    "KeyTokenRule",
+    "KeyTokens",
     "LoadedModel",
     "PasskeyRun",
     "Rendered",
     "Section",
+    "eval_ci_tables",
+    "eval_paired_tables",
     "eval_plots",
     "eval_report",
     "eval_tables",
     "evaluate_methods",
     "expand_methods",
+    "find_key_tokens",
+    "key_token_mask",
     "load",
     "passkey_grid",
     "passkey_plots",

@@ -27,6 +27,7 @@ from typing import Any
 
 from ropelab.errors import RopeConfigError
 from ropelab.report import format_table, read_jsonl
+from ropelab.report.stats import MIN_UNITS, PairedDifference
 
 Row = Mapping[str, Any]
 
@@ -36,6 +37,8 @@ METRIC_TITLES = {
     "band": "mean loss over the band (prev L, L]",
     "sliding": "sliding windows of L tokens, stride {stride}",
     "last": "loss on the same last {score_last} tokens given L tokens of context",
+    "key": "key-token loss over the first L tokens (LongPPL key tokens: found by {identifier}, "
+    "short window {short})",
 }
 #: the row field a results file names the folder it was read from by (never written to a file)
 SOURCE = "_source"
@@ -123,7 +126,8 @@ def trained_length_of(rows: Iterable[Row]) -> int | None:
 def _by_metric(records: Iterable[Row]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for r in records:
-        if r.get("metric") is not None and r.get("loss") is not None:
+        # a key cell with no key token has no loss; its row still says so
+        if r.get("metric") is not None and (r.get("loss") is not None or r.get("metric") == "key"):
             out.setdefault(str(r["metric"]), []).append(r)
     return out
 
@@ -131,9 +135,12 @@ def _by_metric(records: Iterable[Row]) -> dict[str, list[Row]]:
 def metric_title(metric: str, rows: Sequence[Row]) -> str:
     """The title of ``metric``'s table; a stride or last-token count the rows do not share reads ``?``."""
     title = METRIC_TITLES.get(metric, f"{metric} loss")
+    keys = _one(settings_of(r).get("key_tokens") for r in rows) or {}
     return title.format(
         stride=_one(settings_of(r).get("stride") for r in rows) or "?",
         score_last=_one(settings_of(r).get("score_last") for r in rows) or "?",
+        identifier=keys.get("identifier", "?"),
+        short=keys.get("short", "?"),
     )
 
 
@@ -152,24 +159,67 @@ def _length_table(rows: Sequence[Row], cell: Callable[[list[Row]], str]) -> str:
 
 
 def _loss_cell(at: list[Row]) -> str:
-    loss = float(at[-1]["loss"])  # a cell computed twice (a row rewritten after a torn tail): the last
+    r = at[-1]  # a cell computed twice (a row rewritten after a torn tail): the last
+    if r.get("loss") is None:
+        return "no key tokens"
+    loss = float(r["loss"])
+    if r.get("metric") == "key":  # how many key tokens the loss is over
+        return f"{loss:.3f} ({math.exp(loss):.1f}) {int(r.get('tokens') or 0)} tok"
+    if r.get("bpb") is not None:  # rows of this version; older ones have no byte count
+        return f"{loss:.3f} ({math.exp(loss):.1f}) {float(r['bpb']):.3f} bpb"
     return f"{loss:.3f} ({math.exp(loss):.1f})"
 
 
 def _ci_cell(at: list[Row]) -> str:
+    """``[low, high] n=4``; below 3 documents no interval: ``n=2 (n<3)`` (whatever an older row holds)."""
     r = at[-1]
-    return f"[{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]"
+    docs = r.get("docs")
+    if r.get("loss") is None:
+        return f"no key tokens n={docs}"
+    if r.get("ci_low") is None or r.get("ci_high") is None or (docs is not None and int(docs) < MIN_UNITS):
+        return f"n={docs} (n<{MIN_UNITS})"
+    text = f"[{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]"
+    return text if docs is None else f"{text} n={docs}"
+
+
+def _paired_cell(at: list[Row]) -> str:
+    paired = at[-1].get("paired")
+    if not paired:
+        return "baseline" if label_of(at[-1]) == settings_of(at[-1]).get("baseline") else ""
+    return PairedDifference(**{k: v for k, v in paired.items() if k != "baseline"}).text()
 
 
 def eval_tables(records: Iterable[Row]) -> dict[str, str]:
-    """metric -> Markdown table: loss in nats/token with the perplexity in brackets, per method and length
+    """metric -> Markdown table: loss in nats/token with the perplexity in brackets and, for rows that
+    count the bytes they predict, bits per byte; ``key``: the loss over the key tokens and their count
     (the format of the README's SmolLM2 tables)."""
     return {metric: _length_table(rows, _loss_cell) for metric, rows in _by_metric(records).items()}
 
 
 def eval_ci_tables(records: Iterable[Row]) -> dict[str, str]:
-    """metric -> Markdown table of the bootstrap 95% intervals over documents of the same cells."""
+    """metric -> Markdown table of the bootstrap 95% intervals over documents of the same cells, each with
+    its number of documents n; no interval below 3 documents."""
     return {metric: _length_table(rows, _ci_cell) for metric, rows in _by_metric(records).items()}
+
+
+def eval_paired_tables(records: Iterable[Row]) -> dict[str, str]:
+    """metric -> Markdown table of each method's loss minus the baseline's, paired by document: the
+    difference, its 95% paired bootstrap interval, n, and ``not different`` where the interval holds 0
+    (:mod:`ropelab.report.stats`). Only metrics whose rows were paired (the baseline was run)."""
+    out = {}
+    for metric, rows in _by_metric(records).items():
+        if any(r.get("paired") for r in rows):
+            out[metric] = _length_table(rows, _paired_cell)
+    return out
+
+
+def paired_title(rows: Sequence[Row]) -> str:
+    """The paired table's heading: the baseline the rows were paired against."""
+    base = _one((r.get("paired") or {}).get("baseline") for r in rows if r.get("paired"))
+    return (
+        f"Paired against {base or '?'} (method minus {base or 'baseline'}, nats/token; 95% paired bootstrap "
+        "over the same n documents; negative: lower loss than the baseline):"
+    )
 
 
 def eval_report(records: Iterable[Row], *, title: str | None = None, note: str = "") -> str:
@@ -182,22 +232,34 @@ def eval_report(records: Iterable[Row], *, title: str | None = None, note: str =
     lines = [f"# {title or ', '.join(models) + ' on ' + ', '.join(corpora)}: loss vs context length", ""]
     if note:
         lines += [note, ""]
-    tables, intervals = eval_tables(records), eval_ci_tables(records)
+    tables, intervals, paired = eval_tables(records), eval_ci_tables(records), eval_paired_tables(records)
     for metric, rows in by_metric.items():
         where = f"; trained length {trained}" if trained else ""
+        bpb = ", bits per byte after it" if any(r.get("bpb") is not None for r in rows) else ""
+        if metric == "key":
+            bpb = ", the number of key tokens after it"
         lines += [
             f"## {metric_title(metric, rows)}",
             "",
-            f"Loss in nats/token (perplexity in brackets){where}:",
+            f"Loss in nats/token (perplexity in brackets{bpb}){where}:",
             "",
             tables[metric],
             "",
-            "95% bootstrap intervals over documents:",
+            f"95% bootstrap intervals over documents (n documents; none below {MIN_UNITS}):",
             "",
             intervals[metric],
             "",
         ]
+        if metric in paired:
+            lines += [paired_title(rows), "", paired[metric], ""]
     return "\n".join(lines)
+
+
+def _band(row: Row) -> tuple[float, float]:
+    """The interval drawn around a point: none (the point itself) below 3 documents."""
+    if row.get("ci_low") is None or row.get("ci_high") is None or int(row.get("docs") or 0) < MIN_UNITS:
+        return float(row["loss"]), float(row["loss"])
+    return float(row["ci_low"]), float(row["ci_high"])
 
 
 def eval_plots(records: Iterable[Row], out: str | Path, *, title: str = "") -> list[Path]:
@@ -206,11 +268,11 @@ def eval_plots(records: Iterable[Row], out: str | Path, *, title: str = "") -> l
 
     paths = []
     for metric, rows in _by_metric(records).items():
+        if all(r.get("loss") is None for r in rows):  # key cells without a key token: nothing to draw
+            continue
         points = {
-            label: [
-                (int(r["length"]), float(r["loss"]), float(r["ci_low"]), float(r["ci_high"])) for r in members
-            ]
-            for label, members in series(rows).items()
+            label: [(int(r["length"]), float(r["loss"]), *_band(r)) for r in members]
+            for label, members in series([r for r in rows if r.get("loss") is not None]).items()
         }
         paths.append(
             plot_loss_vs_length(

@@ -16,8 +16,16 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
+from ropelab.evaluate.key_tokens import KeyTokenRule
 from ropelab.evaluate.nll import check_prefill_chunk
-from ropelab.evaluate.report import eval_plots, eval_report, eval_tables, metric_title
+from ropelab.evaluate.report import (
+    eval_paired_tables,
+    eval_plots,
+    eval_report,
+    eval_tables,
+    metric_title,
+    paired_title,
+)
 from ropelab.evaluate.setup import expand_methods, open_model
 from ropelab.evaluate.sweep import EvalPlan, documents_identity, run_sweep, tokenize_documents
 from ropelab.registry import MethodSpec
@@ -48,6 +56,7 @@ class EvalRun:
         if self.rank:
             return f"rank {self.rank} of {self.world}: done; rank 0 prints the tables and writes the report"
         parts = []
+        paired = eval_paired_tables(self.records)
         for metric, table in self.tables.items():
             rows = [r for r in self.records if r["metric"] == metric]
             parts += [
@@ -55,12 +64,29 @@ class EvalRun:
                 f"{self.trained_length})",
                 table,
             ]
+            if metric in paired:
+                parts += [paired_title(rows), paired[metric]]
         parts += [f"plot: {p}" for p in self.plots]
         parts.append(
             f"\nwall time {self.wall_seconds:.0f}s; report: {self.out / 'report.md'}; "
             f"results: {self.out / 'results.jsonl'}"
         )
         return "\n".join(parts)
+
+
+def _baseline(
+    baseline: str | MethodSpec | None, specs: Sequence[MethodSpec], factors: Sequence[float], **options: Any
+) -> MethodSpec:
+    """The baseline's spec: ``baseline`` expanded like the methods (it must name one run), else ``none``."""
+    if baseline is None:
+        return MethodSpec("none")
+    found = expand_methods(baseline, factors, **options)
+    if len(found) != 1:
+        raise RopeConfigError(
+            f"--baseline must name one method, got {', '.join(s.label for s in found)}: give its factor in "
+            "the text, e.g. yarn(factor=2)"
+        )
+    return found[0]
 
 
 def evaluate_methods(
@@ -80,6 +106,8 @@ def evaluate_methods(
     score_last: int | None = None,
     docs: int = 8,
     prefill_chunk: int | None = None,
+    baseline: str | MethodSpec | None = None,
+    key_tokens: int | KeyTokenRule | None = None,
     out: str | Path = "out/eval",
     model_name: str | None = None,
     dtype: str | torch.dtype | None = None,
@@ -103,6 +131,14 @@ def evaluate_methods(
     pass. The same numbers within 1e-5 nats/token (:mod:`ropelab.evaluate.nll`); written in every row, not
     part of the resume key.
 
+    ``baseline``: the method every other is compared with, paired by document (the difference of
+    token-weighted mean losses and its paired bootstrap interval, :mod:`ropelab.report.stats`), in the
+    method grammar; default ``none`` when ``none`` is among the methods, else no paired table. A baseline
+    given and not among ``methods`` is run first. ``key_tokens``: the short window (a number of tokens, or
+    a :class:`~ropelab.evaluate.key_tokens.KeyTokenRule`) of LongPPL's key tokens: the baseline (default
+    ``none``) finds them in each document at the longest length, and every method gets a ``key`` loss
+    over them (:mod:`ropelab.evaluate.key_tokens`, prefix mode only).
+
     Writes ``OUT/doc_results.jsonl`` (per document), ``OUT/results.jsonl`` (per method, metric and length;
     every row stamped with :func:`ropelab.report.provenance.stamp`), and ``OUT/report.md`` and, with
     ``plots``, ``OUT/eval_METRIC.png`` of every eval run in the folder. A rerun skips every unit whose
@@ -115,6 +151,11 @@ def evaluate_methods(
     if batch_size < 1:
         raise RopeConfigError(f"batch_size (--batch-size) must be >= 1, got {batch_size}")
     specs = expand_methods(methods, factors, log_n=log_n, window=window, leak=leak, group=group)
+    base = _baseline(baseline, specs, factors, window=window, leak=leak, group=group)
+    if baseline is not None and base.label not in {s.label for s in specs}:
+        specs = [base, *specs]  # a baseline asked for is run, first
+    rule = KeyTokenRule(short=key_tokens) if isinstance(key_tokens, int) else key_tokens
+    labels = {s.label for s in specs}
     plan = EvalPlan(  # validates the settings before any work
         model=model if isinstance(model, str) else "",
         corpus=corpus,
@@ -123,6 +164,8 @@ def evaluate_methods(
         docs=docs,
         stride=stride,
         score_last=score_last,
+        baseline=base.label if baseline is not None or rule is not None or base.label in labels else None,
+        key_tokens=rule,
     )
     check_prefill_chunk(prefill_chunk)
     from ropelab.data import load_corpus
@@ -156,6 +199,7 @@ def evaluate_methods(
         dist=d,
         batch_size=batch_size,
         prefill_chunk=prefill_chunk,
+        tokenizer=loaded.tokenizer,
     )
     wall = time.perf_counter() - t0
     if not d.main:  # rank 0 writes the report and plots

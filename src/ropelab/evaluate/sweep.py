@@ -32,13 +32,22 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
+from ropelab.evaluate.key_tokens import KeyTokenRule, find_key_tokens, mask_of
 from ropelab.evaluate.nll import PrefillChunk, check_prefill_chunk, prefill_route
-from ropelab.evaluate.perplexity import Sums, aggregate, last_sums_rows, prefix_sums_rows, sliding_sums_rows
+from ropelab.evaluate.perplexity import (
+    Sums,
+    aggregate,
+    last_sums_rows,
+    prefix_sums_rows,
+    sliding_sums_rows,
+    target_bytes,
+)
 from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
 from ropelab.hf import Extension, extend, make_extension, model_geometry
-from ropelab.registry import MethodSpec
+from ropelab.registry import MethodSpec, parse_method
 from ropelab.report import append_jsonl, read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
+from ropelab.report.stats import paired_bootstrap
 from ropelab.train.distributed import Dist, barrier, broadcast_object
 
 __all__ = ["EvalPlan", "MethodSpec", "run_sweep", "sweep_context", "token_sha256", "tokenize_documents"]
@@ -55,6 +64,10 @@ class EvalPlan:
     docs: int
     stride: int | None = None
     score_last: int | None = None
+    #: the label of the method every other is paired against, and that finds the key tokens
+    baseline: str | None = None
+    #: find key tokens (LongPPL) and add ``key:L`` cells; prefix mode only
+    key_tokens: KeyTokenRule | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("prefix", "sliding", "last"):
@@ -73,6 +86,16 @@ class EvalPlan:
             raise RopeConfigError(f"a sliding stride is for mode 'sliding', not {self.mode!r}")
         if self.mode != "last" and self.score_last is not None:
             raise RopeConfigError(f"score_last is for mode 'last', not {self.mode!r}")
+        if self.key_tokens is not None and self.mode != "prefix":
+            raise RopeConfigError(
+                f"key tokens (--key-tokens) need the growing prefix: mode 'prefix', not {self.mode!r}"
+            )
+        if self.key_tokens is not None and self.key_tokens.short + self.key_tokens.step >= max(self.lengths):
+            raise RopeConfigError(
+                f"the key-token short window {self.key_tokens.short} plus its block {self.key_tokens.step} "
+                f"leaves no token of the longest length {max(self.lengths)} with a shorter context: give a "
+                "smaller --key-tokens or longer --lengths"
+            )
 
     def needed_tokens(self) -> int:
         if self.mode == "last":
@@ -80,16 +103,37 @@ class EvalPlan:
         return max(self.lengths)
 
     def settings(self, *, per_document: bool = False) -> dict[str, Any]:
-        """What the plan sets that changes a number (a unit's do not include how many documents)."""
-        out = {
+        """What the plan sets that changes a number (a unit's do not include how many documents, nor the
+        baseline, unless the baseline finds the unit's key tokens). Unset options add no field, so the
+        keys of a plan without them are those of the versions before them."""
+        out: dict[str, Any] = {
             "mode": self.mode,
             "lengths": list(self.lengths),
             "stride": self.stride,
             "score_last": self.score_last,
             "docs": self.docs,
         }
+        if self.baseline is not None and not per_document:
+            out["baseline"] = self.baseline
+        if self.key_tokens is not None:
+            out["key_tokens"] = {**self.key_tokens.settings(), "identifier": self.baseline or "none"}
         if per_document:
             out.pop("docs")
+        return out
+
+    def target_spans(self) -> dict[str, tuple[int, int]]:
+        """cell -> the token indices ``[a, b)`` of the targets it scores (``key`` cells: none, scattered)."""
+        lengths = sorted(self.lengths)
+        if self.mode == "sliding":
+            return {f"sliding:{n}": (1, self.needed_tokens()) for n in lengths}
+        if self.mode == "last":
+            end = self.needed_tokens()
+            return {f"last:{n}": (end - (self.score_last or 0), end) for n in lengths}
+        out, prev = {}, 0
+        for n in lengths:
+            out[f"prefix:{n}"] = (1, n)
+            out[f"band:{n}"] = (max(prev, 1), n)
+            prev = n
         return out
 
 
@@ -117,11 +161,18 @@ def tokenize_documents(
 
 
 def _batch_cells(
-    model: Any, ids: torch.Tensor, plan: EvalPlan, dynamic: bool, prefill_chunk: PrefillChunk
+    model: Any,
+    ids: torch.Tensor,
+    plan: EvalPlan,
+    dynamic: bool,
+    prefill_chunk: PrefillChunk,
+    key_masks: torch.Tensor | None = None,
 ) -> list[dict[str, Sums]]:
     """The cells of each document (row) of ``ids`` ``[b, plan.needed_tokens()]``, scored together."""
     if plan.mode == "prefix":
-        return prefix_sums_rows(model, ids, plan.lengths, dynamic=dynamic, prefill_chunk=prefill_chunk)
+        return prefix_sums_rows(
+            model, ids, plan.lengths, dynamic=dynamic, prefill_chunk=prefill_chunk, key_masks=key_masks
+        )
     if plan.mode == "sliding":
         stride = plan.stride or max(1, min(plan.lengths) // 2)
         per_length = {
@@ -138,7 +189,7 @@ def _batch_cells(
 
 
 #: the order of a method's rows: per metric (prefix before band), by length
-_METRIC_ORDER = ("prefix", "band", "sliding", "last")
+_METRIC_ORDER = ("prefix", "band", "key", "sliding", "last")
 
 
 def _cell_order(cell: str) -> tuple[int, int]:
@@ -190,6 +241,7 @@ def run_sweep(
     dist: Dist | None = None,
     batch_size: int = 1,
     prefill_chunk: PrefillChunk = None,
+    tokenizer: Any = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every document; returns the aggregated rows of all methods.
 
@@ -200,6 +252,14 @@ def run_sweep(
     ``batch_size``: documents of one method per forward (same numbers within 1e-5 nats/token);
     ``prefill_chunk``: see :func:`ropelab.evaluate.nll.prefill_for` (a number is checked against every
     method before any work). Batch size and prefill chunk are recorded in every row, not keyed.
+    ``tokenizer``: decodes each cell's targets for its byte count (bits per byte); without it cells have
+    ``bytes: None`` and the tables show no bits per byte.
+
+    ``plan.baseline``: when it is one of ``specs``, every other method's rows carry ``paired``, the paired
+    bootstrap over documents of its loss minus the baseline's (:func:`ropelab.report.stats.paired_bootstrap`).
+    ``plan.key_tokens``: the baseline method (which need not be in ``specs``) finds each document's key
+    tokens first (:mod:`ropelab.evaluate.key_tokens`; ``OUT/key_tokens.jsonl``, resumable like the units),
+    and every method's units get ``key:L`` cells over them.
     """
     d = dist or Dist()
     if batch_size < 1:
@@ -225,6 +285,7 @@ def run_sweep(
             batch_size=batch_size,
             recorded={"batch_size": batch_size, "prefill_chunk": prefill_chunk or 0},
             prefill_chunk=prefill_chunk,
+            tokenizer=tokenizer,
         )
 
 
@@ -237,8 +298,75 @@ def check_prefill(config: Any, extensions: Any, prefill_chunk: PrefillChunk) -> 
             prefill_route(config, ext)
 
 
+def _reusable(row: Mapping[str, Any]) -> bool:
+    """A unit row to reuse: :func:`~ropelab.report.provenance.is_current` and every cell with its ``bytes``
+    field (rows written before bits per byte lack it and are computed again). The layout version
+    (:data:`~ropelab.report.provenance.SCHEMA`) is shared by every command and is not bumped for this: that
+    would recompute the rows of passkey, lab and finetune, whose meaning did not change."""
+    cells = row.get("cells")
+    return (
+        row.get("command") == "eval"
+        and is_current(row)
+        and isinstance(cells, Mapping)
+        and all(isinstance(c, Mapping) and "bytes" in c for c in cells.values())
+    )
+
+
 def _done_units(doc_file: Path) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in read_jsonl(doc_file) if r.get("command") == "eval" and is_current(r)}
+    return {r["key"]: r for r in read_jsonl(doc_file) if _reusable(r)}
+
+
+def _key_masks(
+    model: Any,
+    docs: Sequence[tuple[str, torch.Tensor]],
+    plan: EvalPlan,
+    units: Sequence[Mapping[str, Any]],
+    extension: Extension,
+    spec: MethodSpec,
+    out: Path,
+    d: Dist,
+    prefill_chunk: PrefillChunk,
+    progress: bool,
+) -> list[torch.Tensor]:
+    """Each document's key-token mask ``[needed - 1]`` as the baseline ``spec`` finds it (resumable rows
+    in ``OUT/key_tokens.jsonl``: the positions, how many, the rule; split over the ranks like the units)."""
+    from ropelab.report import progress_bar
+
+    assert plan.key_tokens is not None
+    key_file = out / "key_tokens.jsonl"
+    need = plan.needed_tokens()
+    settings = {**plan.key_tokens.settings(), "length": need}
+    keys = [resume_key(unit, spec, key_tokens=settings) for unit in units]
+    done = {r["key"]: r for r in read_jsonl(key_file) if is_current(r)} if d.main else {}
+    mine = my_share([j for j, k in enumerate(keys) if k not in done], d)
+    if mine:
+        device = next(model.parameters()).device
+        bar = progress_bar(len(mine), desc="key tokens", unit="docs", disable=not (progress and d.main))
+        extend(model, extension)
+        for j in mine:
+            ids = docs[j][1][:, :need].to(device)
+            found = find_key_tokens(model, ids, plan.key_tokens, prefill_chunk=prefill_chunk)
+            positions = found.positions()
+            row = stamp(
+                units[j],
+                spec,
+                extension.resolved(),
+                key=keys[j],
+                doc=docs[j][0],
+                tokens_sha256=units[j]["corpus"]["sha256"],
+                key_tokens=settings,
+                count=len(positions),
+                positions=positions,
+            )
+            append_row(key_file, row, d)
+            done[keys[j]] = row
+            bar.update(1)
+        extend(model, "none")
+        bar.close()
+    barrier(d)
+    if d.distributed or not d.main:
+        done = {r["key"]: r for r in read_jsonl(key_file) if is_current(r)}
+    return [mask_of(done[k]["positions"], need - 1) for k in keys]
 
 
 def _run_sweep(
@@ -255,6 +383,7 @@ def _run_sweep(
     batch_size: int,
     recorded: dict[str, Any],
     prefill_chunk: PrefillChunk,
+    tokenizer: Any,
 ) -> list[dict[str, Any]]:
     from ropelab.report import progress_bar
 
@@ -273,6 +402,16 @@ def _run_sweep(
     done = _done_units(doc_file) if d.main else {}
     pending = [(i, j) for i, keys in enumerate(unit_keys) for j, k in enumerate(keys) if k not in done]
     mine = my_share(pending, d)
+    masks = None
+    if plan.key_tokens is not None:  # on every rank (the masks are read back where they are done)
+        base = parse_method(plan.baseline or "none")
+        ext = extensions.get(base.label) or make_extension(model.config, base)
+        masks = _key_masks(model, docs, plan, units, ext, base, out, d, prefill_chunk, progress)
+    spans = plan.target_spans()
+    n_bytes = [
+        {cell: target_bytes(tokenizer, ids[0, a:b]) for cell, (a, b) in spans.items()} if tokenizer else {}
+        for _, ids in docs
+    ]
     total = len(specs) * len(docs)
     bar = progress_bar(total, desc="eval", unit="docs", disable=not (progress and d.main))
     aggregates = (
@@ -291,8 +430,10 @@ def _run_sweep(
             current = spec
         bar.set_postfix_str(f"{spec.label} {', '.join(docs[j][0] for j in group)}")
         ids = torch.cat([docs[j][1][:, :need] for j in group]).to(device)
-        cells_of = _batch_cells(model, ids, plan, ext.rope.method.dynamic, prefill_chunk)
+        key_masks = torch.stack([masks[j] for j in group]) if masks is not None else None
+        cells_of = _batch_cells(model, ids, plan, ext.rope.method.dynamic, prefill_chunk, key_masks)
         for j, cells in zip(group, cells_of, strict=True):
+            cells = {k: Sums(v.nll, v.tokens, n_bytes[j].get(k)) for k, v in cells.items()}
             record = stamp(
                 units[j],
                 spec,
@@ -354,16 +495,21 @@ class _Aggregates:
         self.finished = {
             (r["key"], r.get("metric"), r.get("length")): r
             for r in read_jsonl(result_file)
-            if r.get("command") == "eval" and is_current(r)
+            if r.get("command") == "eval" and is_current(r) and "bytes" in r
         }
+        labels = [s.label for s in specs]
+        #: the index of the method every other is paired against (None: the baseline was not run)
+        self.base = labels.index(plan.baseline) if plan.baseline in labels else None
         self.records: list[dict[str, Any]] = []
         self.next = 0  # the first method whose rows are not written yet
 
     def write_ready(self, done: Mapping[str, dict[str, Any]], *, last: bool = False) -> list[dict[str, Any]]:
         """Write the rows of every method, in order, whose documents are all in ``done``; returns the rows
         so far. ``last``: every method must be complete (a missing document is an error)."""
-        while self.next < len(self.specs) and all(k in done for k in self.unit_keys[self.next]):
-            self._write(self.specs[self.next], [done[k] for k in self.unit_keys[self.next]])
+        base_done = self.base is None or all(k in done for k in self.unit_keys[self.base])
+        while self.next < len(self.specs) and base_done and all(k in done for k in self.unit_keys[self.next]):
+            base = None if self.base in (None, self.next) else [done[k] for k in self.unit_keys[self.base]]
+            self._write(self.specs[self.next], [done[k] for k in self.unit_keys[self.next]], base)
             self.next += 1
         if last and self.next < len(self.specs):
             missing = sum(k not in done for keys in self.unit_keys for k in keys)
@@ -374,13 +520,28 @@ class _Aggregates:
             )
         return self.records
 
-    def _write(self, spec: MethodSpec, rows: list[dict[str, Any]]) -> None:
+    def _write(
+        self, spec: MethodSpec, rows: list[dict[str, Any]], base_rows: list[dict[str, Any]] | None
+    ) -> None:
         per_doc = [{k: Sums(**v) for k, v in row["cells"].items()} for row in rows]
+        base_doc = [{k: Sums(**v) for k, v in row["cells"].items()} for row in base_rows or []]
         key = resume_key(self.context, spec, **self.plan.settings())
         resolved = self.extensions[spec.label].resolved()
         for cell in sorted(per_doc[0], key=_cell_order):  # computed and resumed units in one order
             metric, length = cell.split(":")
             stat = aggregate(doc[cell] for doc in per_doc)
+            paired = None
+            if base_doc and stat.tokens:
+                mine, theirs = [doc[cell] for doc in per_doc], [doc[cell] for doc in base_doc]
+                paired = {
+                    "baseline": self.plan.baseline,
+                    **paired_bootstrap(
+                        [c.nll for c in mine],
+                        [c.tokens for c in mine],
+                        [c.nll for c in theirs],
+                        [c.tokens for c in theirs],
+                    ).to_dict(),
+                }
             record = stamp(
                 self.context,
                 spec,
@@ -388,12 +549,15 @@ class _Aggregates:
                 key=key,
                 metric=metric,
                 length=int(length),
-                loss=stat.loss,
-                ppl=stat.ppl,
+                loss=stat.loss if stat.tokens else None,
+                ppl=stat.ppl if stat.tokens else None,
                 ci_low=stat.low,
                 ci_high=stat.high,
                 tokens=stat.tokens,
                 docs=stat.docs,
+                bytes=stat.bytes,
+                bpb=stat.bpb if stat.tokens else None,
+                paired=paired,
                 settings=self.plan.settings(),
                 **self.recorded,
             )
