@@ -4,6 +4,8 @@ One public call per command (the CLI is parse -> one call -> print):
 
 - :func:`evaluate_methods` (``ropelab eval``) -> :class:`EvalRun`;
 - :func:`passkey_grid` (``ropelab passkey``) -> :class:`PasskeyRun`;
+- the scoring pieces other jobs reuse (``ropelab search``): :func:`last_sums` (the same last tokens given
+  L of context), :func:`token_nll`, :func:`tokenize_documents`, :func:`documents_identity`;
 - :func:`render_results`: eval and passkey tables, ``report.md`` and plots re-drawn from results files,
   several runs side by side, without loading a model (``ropelab report`` is
   :func:`ropelab.results.render_results`, the same with every command's renderer).
@@ -13,7 +15,9 @@ The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, 
 ``command`` (eval, passkey) to the function that renders its rows.
 """
 
+from ropelab.evaluate.nll import token_nll
 from ropelab.evaluate.passkey_grid import PasskeyRun, passkey_grid
+from ropelab.evaluate.perplexity import Sums, last_sums
 from ropelab.evaluate.report import (
     RENDERERS,
     Rendered,
@@ -28,6 +32,7 @@ from ropelab.evaluate.report import (
 )
 from ropelab.evaluate.run import EvalRun, evaluate_methods
 from ropelab.evaluate.setup import LoadedModel, expand_methods, load, resolve_device, resolve_dtype
+from ropelab.evaluate.sweep import documents_identity, tokenize_documents
 
 __all__ = [
     "RENDERERS",
@@ -36,11 +41,14 @@ __all__ = [
     "PasskeyRun",
     "Rendered",
     "Section",
+    "Sums",
+    "documents_identity",
     "eval_plots",
     "eval_report",
     "eval_tables",
     "evaluate_methods",
     "expand_methods",
+    "last_sums",
     "load",
     "passkey_grid",
     "passkey_plots",
@@ -49,4 +57,6 @@ __all__ = [
     "render_results",
     "resolve_device",
     "resolve_dtype",
+    "token_nll",
+    "tokenize_documents",
 ]

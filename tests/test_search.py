@@ -1,0 +1,229 @@
+"""``ropelab search`` (issue 15): LongRoPE's evolutionary search of per-pair rescale factors.
+
+Properties: seeds are PI / NTK / YaRN as ropelab computes them; every candidate is monotone and bounded;
+the search is deterministic for a seed; a resumed search ends where an uninterrupted one does; it beats its
+seeds on a synthetic objective with a known optimum and on a tiny model's own loss; the exported
+``longrope`` config loaded by transformers gives ropelab's logits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from ropelab.errors import RopeConfigError
+from ropelab.search import (
+    Candidate,
+    Objective,
+    SearchSettings,
+    SearchSpace,
+    Store,
+    candidate_rope,
+    evolve,
+    method_factors,
+    seed_candidates,
+)
+
+HEAD_DIM, BASE, TRAINED, SCALE = 32, 10000.0, 128, 8.0
+SPACE = SearchSpace(HEAD_DIM // 2, SCALE)
+
+
+def _seeds(space: SearchSpace = SPACE) -> dict[str, Candidate]:
+    return seed_candidates(space, head_dim=HEAD_DIM, base=BASE, trained=TRAINED)
+
+
+def _optimum(n: int = HEAD_DIM // 2, s: float = SCALE) -> list[float]:
+    """A monotone optimum none of the seeds has: slow pairs near s, fast pairs near 1, a kink between."""
+    return [1.0 + (s - 1.0) * (i / (n - 1)) ** 3 for i in range(n)]
+
+
+def _synthetic(calls: list[Candidate] | None = None) -> Objective:
+    target = _optimum()
+
+    def loss(c: Candidate) -> float:
+        if calls is not None:
+            calls.append(c)
+        return sum((math.log(f) - math.log(t)) ** 2 for f, t in zip(c.factors, target, strict=True))
+
+    return Objective(loss, {"objective": "synthetic"})
+
+
+# ------------------------------------------------------------------------------------- space and seeds
+def test_seeds_are_ropelabs_own_pi_ntk_yarn() -> None:
+    seeds = _seeds()
+    assert list(seeds) == ["linear", "ntk", "yarn"]
+    assert seeds["linear"].factors == pytest.approx([SCALE] * 16, rel=1e-6)
+    d = HEAD_DIM  # NTK: base * s^(d/(d-2)) divides pair i by s^(2i/(d-2))
+    assert seeds["ntk"].factors == pytest.approx([SCALE ** (2 * i / (d - 2)) for i in range(16)], rel=1e-5)
+    yarn = seeds["yarn"].factors
+    assert yarn[0] == pytest.approx(1.0, abs=1e-6) and yarn[-1] == pytest.approx(SCALE, rel=1e-6)
+    for cand in seeds.values():
+        assert SPACE.violations(cand) == []
+    # the seed as a longrope Rope gives the method's own frequencies (float32 rounding apart)
+    rope = candidate_rope(seeds["yarn"], head_dim=HEAD_DIM, base=BASE, trained=TRAINED, scale=SCALE)
+    from ropelab.rope import Rope
+
+    ours = rope.frequencies(seq_len=TRAINED * 8)[0]
+    theirs = Rope(
+        "yarn", head_dim=HEAD_DIM, base=BASE, factor=SCALE, original_max_position_embeddings=TRAINED
+    )
+    assert torch.allclose(ours, theirs.frequencies()[0], rtol=1e-6)
+    with pytest.raises(RopeConfigError, match="factor must be >= 1"):
+        method_factors("linear", head_dim=HEAD_DIM, base=BASE, scale=0.5, trained=TRAINED)
+
+
+def test_mutation_and_crossover_keep_the_constraints() -> None:
+    space = SearchSpace(16, SCALE, n_hat_choices=(0, 4, 16))
+    rng = random.Random(3)
+    pool = list(_seeds(space).values())
+    for _ in range(400):
+        a, b = rng.sample(pool, 2)
+        child = space.mutate(a, rng) if rng.random() < 0.5 else space.crossover(a, b, rng)
+        if child is None:
+            continue
+        assert space.violations(child) == [], child
+        assert all(1.0 <= f <= SCALE for f in child.factors)
+        assert all(x <= y for x, y in itertools.pairwise(child.factors))
+        pool.append(child)
+    assert len({c.fingerprint for c in pool}) > 200
+    assert {c.n_hat for c in pool} == {0, 4, 16}
+    with pytest.raises(RopeConfigError, match="decrease"):
+        space.check(Candidate([2.0, 1.0] + [SCALE] * 14))
+    with pytest.raises(RopeConfigError, match=r"outside \[1, 8\]"):
+        space.check(Candidate([0.5] + [SCALE] * 15))
+
+
+# ------------------------------------------------------------------------------------------ the loop
+def test_deterministic_for_a_seed_and_every_candidate_in_the_space() -> None:
+    settings = SearchSettings(population=8, budget=60, seed=5)
+    one = evolve(_synthetic(), SPACE, _seeds(), settings)
+    two = evolve(_synthetic(), SPACE, _seeds(), settings)
+    assert [(e.candidate, e.loss, e.origin) for e in one.evaluated] == [
+        (e.candidate, e.loss, e.origin) for e in two.evaluated
+    ]
+    assert len(one.evaluated) == 60 and len({e.candidate.fingerprint for e in one.evaluated}) == 60
+    assert all(SPACE.violations(e.candidate) == [] for e in one.evaluated)
+    other = evolve(_synthetic(), SPACE, _seeds(), SearchSettings(population=8, budget=60, seed=6))
+    assert [e.candidate for e in other.evaluated] != [e.candidate for e in one.evaluated]
+    bests = [b for _, _, b in one.best_by_generation]
+    assert bests == sorted(bests, reverse=True) and bests[-1] == one.best.loss
+
+
+def test_beats_its_seeds_on_a_known_optimum() -> None:
+    result = evolve(_synthetic(), SPACE, _seeds(), SearchSettings(population=16, budget=400, seed=0))
+    best_seed = min(result.seeds.values())
+    assert result.best.loss < 0.5 * best_seed, (result.best.loss, result.seeds)
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+    settings = SearchSettings(population=8, budget=40, seed=1)
+    straight = evolve(_synthetic(), SPACE, _seeds(), settings)
+
+    class Killed(Exception):
+        pass
+
+    calls: list[Candidate] = []
+
+    def dies_after_17(c: Candidate) -> float:
+        if len(calls) == 17:
+            raise Killed
+        return _synthetic(calls).loss(c)
+
+    path = tmp_path / "results.jsonl"
+    with pytest.raises(Killed):
+        evolve(Objective(dies_after_17, {}), SPACE, _seeds(), settings, store=Store(path, "k"))
+    assert len(path.read_text().splitlines()) == 17  # every finished evaluation was written
+    calls.clear()
+    resumed = evolve(_synthetic(calls), SPACE, _seeds(), settings, store=Store(path, "k"))
+    assert len(calls) == 40 - 17 and resumed.computed == 23
+    assert [(e.candidate, e.loss) for e in resumed.evaluated] == [
+        (e.candidate, e.loss) for e in straight.evaluated
+    ]
+    assert resumed.best.candidate == straight.best.candidate
+    # a larger budget continues; another key (a changed setting) recomputes from scratch
+    calls.clear()
+    longer = evolve(
+        _synthetic(calls),
+        SPACE,
+        _seeds(),
+        SearchSettings(population=8, budget=50, seed=1),
+        store=Store(path, "k"),
+    )
+    assert len(calls) == 10 and len(longer.evaluated) == 50
+    calls.clear()
+    evolve(_synthetic(calls), SPACE, _seeds(), settings, store=Store(path, "another"))
+    assert len(calls) == 40
+
+
+def test_bad_settings_are_refused() -> None:
+    for bad in ({"population": 1}, {"budget": 0}, {"parents": 20}, {"p_mutate": 0.0}):
+        with pytest.raises(RopeConfigError):
+            SearchSettings(**bad)
+    with pytest.raises(RopeConfigError, match="scale > 1"):
+        SearchSpace(16, 1.0)
+
+
+# ---------------------------------------------------------------------------------------- a real model
+@pytest.fixture(scope="module")
+def tiny_search(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    from ropelab.search import search_model
+
+    out = tmp_path_factory.mktemp("search")
+    run = search_model(
+        str(tiny_model_dir),
+        target=192,
+        settings=SearchSettings(population=4, budget=12, seed=0),
+        out=out,
+        docs=1,
+        score_last=64,
+        progress=False,
+    )
+    return run
+
+
+def test_tiny_model_search_beats_its_seeds_on_its_own_objective(tiny_search) -> None:
+    run = tiny_search
+    assert len(run.result.evaluated) == 12 and set(run.result.seeds) == {"linear", "ntk", "yarn"}
+    assert run.best_loss < min(run.result.seeds.values())
+    rows = [json.loads(line) for line in (run.out / "results.jsonl").read_text().splitlines()]
+    from ropelab.report.provenance import ROW_FIELDS, is_current
+
+    assert len(rows) == 12 and all(is_current(r) and set(ROW_FIELDS) <= set(r) for r in rows)
+    assert {r["command"] for r in rows} == {"search"} and {r["method"] for r in rows} == {"longrope"}
+    best = json.loads((run.out / "best.json").read_text())
+    assert best["rope_parameters"]["long_factor"] == list(run.best.factors)
+    assert best["vllm"]["hf_overrides"]["rope_parameters"]["rope_type"] == "longrope"
+    assert "GGUF" in best["llama.cpp"]["refused"] and "n_hat" in best["n_hat"]
+    assert (run.out / "search_best.png").stat().st_size > 0
+
+
+def test_exported_longrope_config_reproduces_ropelabs_logits(tiny_search, tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from ropelab.hf import extend
+    from ropelab.search import longrope_spec
+
+    run = tiny_search
+    ids = torch.randint(0, 300, (1, 150), generator=torch.Generator().manual_seed(0))  # > 64: long factors
+    ours = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    extend(ours, longrope_spec(run.best, scale=run.space.scale))
+    theirs = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, rope_parameters=run.rope_parameters, max_position_embeddings=run.target
+    ).eval()
+    assert theirs.config.rope_parameters["rope_type"] == "longrope"
+    with torch.no_grad():
+        a, b = ours(ids).logits, theirs(ids).logits
+    assert (a - b).abs().max() < 1e-5
+
+
+def test_n_hat_is_refused_with_the_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from ropelab.search import search_model
+
+    with pytest.raises(RopeConfigError, match="n_hat"):
+        search_model(str(tiny_model_dir), target=256, n_hat=(0, 4), out=tmp_path, progress=False)
