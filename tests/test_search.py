@@ -227,3 +227,27 @@ def test_n_hat_is_refused_with_the_reason(tiny_model_dir: Path, tmp_path: Path) 
 
     with pytest.raises(RopeConfigError, match="n_hat"):
         search_model(str(tiny_model_dir), target=256, n_hat=(0, 4), out=tmp_path, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def test_cli_searches_the_lab_model_and_refuses_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from ropelab.cli import main
+
+    out = tmp_path / "lab"
+    argv = ["search", "--model", "lab", "--target", "256", "--budget", "4", "--population", "2", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "seed yarn" in text and "searched (best)" in text and "longrope" in text
+    best = json.loads((out / "best.json").read_text())
+    assert best["evaluations"] == 4 and best["rope_parameters"]["factor"] == 2.0
+    assert main([*argv, "--out", str(out)]) == 0  # resumed: nothing computed again
+    assert "(0 computed now)" in capsys.readouterr().out
+    for bad in (["--target", "100"], ["--target", "256", "--budget", "0"], ["--target", "9999"]):
+        with pytest.raises(SystemExit) as exit_info:
+            code = main(["search", "--model", "lab", *bad, "--out", str(tmp_path / "x")])
+            raise SystemExit(code)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error" in err and "Traceback" not in err

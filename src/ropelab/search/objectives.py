@@ -104,10 +104,10 @@ def model_objective(
     return Objective(loss, identity, row)
 
 
-def lab_objective(lab: Any, *, target_multiple: int, encoding: str = "rope") -> Objective:
-    """The lab's context view at ``target_multiple * T`` of the lab model ``encoding`` (a RoPE model) with
-    the candidate as its ``longrope`` encoding: the same held-out windows (``lab.windows(T)``, ``[n, 16T +
-    1]``), the loss of each window's last ``T`` tokens given ``L`` tokens of context ending there.
+def lab_objective(lab: Any, *, target: int, encoding: str = "rope") -> Objective:
+    """The lab's context view at ``target`` tokens (a multiple of T) of the lab model ``encoding`` (a RoPE
+    model) with the candidate as its ``longrope`` encoding: the same held-out windows (``lab.windows(T)``,
+    ``[n, 16T + 1]``), the loss of each window's last ``T`` tokens given ``L`` tokens of context ending there.
     ``lab``: a :class:`ropelab.lab.Lab` (its config's largest multiple sets the windows)."""
     from ropelab.report.provenance import stamp
 
@@ -115,16 +115,15 @@ def lab_objective(lab: Any, *, target_multiple: int, encoding: str = "rope") -> 
     trained = int(meta["train"]["length"])
     windows = lab.windows(trained)
     total = windows.shape[1] - 1
-    target = target_multiple * trained
-    if not (target_multiple > 1 and target <= total):
+    if target % trained or not trained < target <= total:
         raise RopeConfigError(
-            f"the target multiple must be in [2, {total // trained}] (the lab's longest windows), got "
-            f"{target_multiple}"
+            f"the lab's target must be a multiple of its trained length {trained} in "
+            f"[{2 * trained}, {total}] (the lab's held-out windows), got {target}"
         )
     plain = model.encoding
     if getattr(plain, "name", None) != "rope":
         raise RopeConfigError(f"the lab model {encoding!r} is not a RoPE model; search needs RoPE")
-    scale = float(target_multiple)
+    scale = float(target // trained)
     inputs = windows[:, total - target : total]  # [n, L]
     targets = windows[:, total - target + 1 : total + 1]  # [n, L]
     context = {**lab.context(encoding), "command": "search"}

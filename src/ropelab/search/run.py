@@ -234,7 +234,7 @@ def search_model(
 
 def search_lab(
     *,
-    target_multiple: int,
+    target: int,
     settings: SearchSettings | None = None,
     out: str | Path = "out/search-lab",
     checkpoints: str | Path | None = None,
@@ -243,7 +243,7 @@ def search_lab(
     threads: int = 2,
     progress: bool = True,
 ) -> SearchRun:
-    """LongRoPE's search for the lab's RoPE model (T = its trained length) at ``target_multiple * T``, on
+    """LongRoPE's search for the lab's RoPE model (T = its trained length) at ``target`` (a multiple of T), on
     the lab's held-out windows with its context view (:func:`ropelab.search.objectives.lab_objective`)."""
     import torch
 
@@ -253,7 +253,7 @@ def search_lab(
     settings = settings or SearchSettings()
     torch.set_num_threads(threads)
     lab = Lab(Path(out) / "lab", checkpoints=checkpoints, progress=False)
-    objective = lab_objective(lab, target_multiple=target_multiple)
+    objective = lab_objective(lab, target=target)
     model, meta = lab.load("rope")
     cfg = model.encoding.rope.config
     trained = int(meta["train"]["length"])
@@ -263,7 +263,7 @@ def search_lab(
         "partial_rotary_factor": cfg.partial_rotary_factor,
         "trained_length": trained,
     }
-    space = _space(cfg.rotary_dim // 2, float(target_multiple), upper, step, (0,))
+    space = _space(cfg.rotary_dim // 2, target / trained, upper, step, (0,))
     seeds = seed_candidates(space, head_dim=cfg.head_dim, base=cfg.base, trained=trained)
     context = {**lab.context("rope"), "command": "search"}
     return run_search(
@@ -273,8 +273,8 @@ def search_lab(
         settings,
         context=context,
         geometry=geo,
-        target=target_multiple * trained,
+        target=target,
         out=out,
         progress=progress,
-        title=f"lab RoPE model (T = {trained}): search at {target_multiple}T",
+        title=f"lab RoPE model (T = {trained}): search at {target // trained}T",
     )
