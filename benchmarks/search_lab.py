@@ -9,6 +9,8 @@
    s following the length), on two sets of held-out windows: the 16 the search scored (the lab's own
    windows, so its committed rows in docs/lab/results.jsonl must agree) and 16 further windows of the same
    validation files that the search never saw (``eval_windows(..., 32)[16:]``).
+3. The searched factors with LongRoPE's n_hat (``unscaled_positions``) 4, 16 and 64 added, on both sets: a
+   probe of whether leaving the first positions unscaled helps here (the search itself ran with n_hat 0).
 
 Writes ``OUT/lab_summary.json`` and prints a markdown table. Not in the benchmark suite (minutes of CPU).
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ropelab.lab import Lab, LabConfig
-from ropelab.search import SearchSettings, longrope_spec, search_lab
+from ropelab.search import Candidate, SearchSettings, longrope_spec, search_lab
 
 BASELINES = ("linear", "ntk", "yarn", "dynamic")
 
@@ -44,8 +46,9 @@ def same_tokens_loss(model, windows: torch.Tensor, target: int, trained: int) ->
 def encoding_of(plain, label: str, target: int, trained: int, factors=None):
     """The lab's policy for the baselines (``ropelab.lab.methods``), or the searched longrope."""
     s = target / trained
-    if label == "searched":
-        params = dict(longrope_spec(factors, scale=s).params)
+    if label.startswith("searched"):
+        n_hat = int(label.split("n_hat=")[1]) if "n_hat=" in label else 0
+        params = dict(longrope_spec(Candidate(factors.factors, n_hat), scale=s).params)
         return plain.with_method("longrope", original_max_position_embeddings=trained, **params)
     if label in ("linear", "ntk"):
         return plain.with_method(label, factor=s)
@@ -80,7 +83,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         losses: dict[str, dict[str, float]] = {}
         for name, wins in sets.items():
-            for label in (*BASELINES, "searched"):
+            for label in (*BASELINES, "searched", *(f"searched, n_hat={n}" for n in (4, 16, 64))):
                 model.encoding = encoding_of(plain, label, target, trained, run.best)
                 losses.setdefault(label, {})[name] = same_tokens_loss(model, wins, target, trained)
             model.encoding = plain

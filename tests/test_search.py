@@ -222,11 +222,73 @@ def test_exported_longrope_config_reproduces_ropelabs_logits(tiny_search, tiny_m
     assert (a - b).abs().max() < 1e-5
 
 
-def test_n_hat_is_refused_with_the_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from ropelab.search import search_model
+# ------------------------------------------------------------------------------------------ n_hat
+def test_unscaled_positions_are_plain_rope_rows_and_no_stack_carries_them() -> None:
+    """LongRoPE's n_hat as ropelab's ``unscaled_positions``: rows below it are plain RoPE's (scaling 1),
+    the rest the longrope rows, through the table cache or not; export refuses it, naming the way out."""
+    from ropelab.export import to_hf
+    from ropelab.rope import Rope
 
-    with pytest.raises(RopeConfigError, match="n_hat"):
-        search_model(str(tiny_model_dir), target=256, n_hat=(0, 4), out=tmp_path, progress=False)
+    geo = {"head_dim": HEAD_DIM, "base": BASE}
+    long = {"factor": SCALE, "original_max_position_embeddings": TRAINED, "long_factor": _optimum()}
+    long["short_factor"] = [1.0] * 16
+    mixed = Rope("longrope", **geo, **long, unscaled_positions=7)
+    pos = torch.arange(3 * TRAINED)
+    plain = Rope("default", **geo).cos_sin(pos)
+    scaled = Rope("longrope", **geo, **long).cos_sin(pos, seq_len=3 * TRAINED)
+    for cache in (True, False):
+        cos, sin = mixed.cos_sin(pos, seq_len=3 * TRAINED, cache=cache)
+        assert torch.equal(cos[:7], plain[0][:7]) and torch.equal(sin[:7], plain[1][:7])
+        assert torch.equal(cos[7:], scaled[0][7:]) and torch.equal(sin[7:], scaled[1][7:])
+    with pytest.raises(RopeConfigError, match=r"unscaled_positions=7.*no field"):
+        to_hf(mixed)
+    with pytest.raises(RopeConfigError, match="does not use 'unscaled_positions'"):
+        Rope("yarn", **geo, factor=2.0, original_max_position_embeddings=TRAINED, unscaled_positions=4)
+    with pytest.raises(RopeConfigError, match="unscaled_positions must be >= 0"):
+        Rope("longrope", **geo, **long, unscaled_positions=-1)
+    from ropelab.search import exports
+
+    done = exports(mixed)
+    assert "refused" in done["rope_parameters"] and "refused" in done["vllm"]
+    assert done["nearest"]["rope_parameters"]["long_factor"] == _optimum()
+
+
+def test_unscaled_positions_on_a_model_keep_its_own_logits_there(tiny_model_dir: Path) -> None:
+    """Causal attention: with n_hat = 10 the first 10 positions see only plain-RoPE positions, so their
+    logits are the unmodified model's; with n_hat covering the sequence every logit is (scaling 1)."""
+    from transformers import AutoModelForCausalLM
+
+    from ropelab.hf import extend
+    from ropelab.search import longrope_spec
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.randint(0, 300, (1, 150), generator=torch.Generator().manual_seed(1))  # > 64: long factors
+    with torch.no_grad():
+        own = model(ids).logits
+        factors = [1.0 + 3.0 * i / 7 for i in range(8)]
+        extend(model, longrope_spec(Candidate(factors, 10), scale=4.0))
+        part = model(ids).logits
+        extend(model, longrope_spec(Candidate(factors, 150), scale=4.0))
+        whole = model(ids).logits
+        extend(model, longrope_spec(Candidate(factors, 0), scale=4.0))
+        none = model(ids).logits
+    assert (part[:, :10] - own[:, :10]).abs().max() < 1e-5 < (part[:, 10:] - own[:, 10:]).abs().max()
+    assert (whole - own).abs().max() < 1e-5
+    assert (none[:, :10] - own[:, :10]).abs().max() > 1e-3
+
+
+def test_search_explores_n_hat_and_finds_a_known_one() -> None:
+    space = SearchSpace(16, SCALE, n_hat_choices=(0, 2, 8, 32))
+    target = _optimum()
+
+    def loss(c: Candidate) -> float:
+        return sum((math.log(f) - math.log(t)) ** 2 for f, t in zip(c.factors, target, strict=True)) + (
+            0.0 if c.n_hat == 8 else 0.5
+        )
+
+    result = evolve(Objective(loss, {}), space, _seeds(space), SearchSettings(population=16, budget=200))
+    assert {e.candidate.n_hat for e in result.evaluated} == {0, 2, 8, 32}
+    assert result.best.candidate.n_hat == 8 and result.best.loss < min(result.seeds.values())
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -237,6 +299,7 @@ def test_cli_searches_the_lab_model_and_refuses_bad_input(
 
     out = tmp_path / "lab"
     argv = ["search", "--model", "lab", "--target", "256", "--budget", "4", "--population", "2", "--quiet"]
+    argv += ["--n-hat", "0,4"]
     assert main([*argv, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "seed yarn" in text and "searched (best)" in text and "longrope" in text
@@ -244,7 +307,8 @@ def test_cli_searches_the_lab_model_and_refuses_bad_input(
     assert best["evaluations"] == 4 and best["rope_parameters"]["factor"] == 2.0
     assert main([*argv, "--out", str(out)]) == 0  # resumed: nothing computed again
     assert "(0 computed now)" in capsys.readouterr().out
-    for bad in (["--target", "100"], ["--target", "256", "--budget", "0"], ["--target", "9999"]):
+    bad_inputs = (["--target", "100"], ["--target", "256", "--budget", "0"], ["--target", "9999"])
+    for bad in (*bad_inputs, ["--target", "256", "--n-hat", "-1"]):
         with pytest.raises(SystemExit) as exit_info:
             code = main(["search", "--model", "lab", *bad, "--out", str(tmp_path / "x")])
             raise SystemExit(code)

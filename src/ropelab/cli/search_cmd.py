@@ -44,6 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--upper", type=float, help="the largest factor allowed (default s = target / trained length)"
     )
     p.add_argument(
+        "--n-hat",
+        type=int_list,
+        default=[0],
+        metavar="N[,N...]",
+        help="choices for LongRoPE's n_hat, initial positions left unscaled (default 0: none), e.g. 0,4,16",
+    )
+    p.add_argument(
         "--prefill-chunk",
         type=prefill_chunk,
         default=0,
@@ -58,11 +65,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_search_cmd)
 
 
+def int_list(text: str) -> list[int]:
+    """``0,4,16`` -> [0, 4, 16]."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers like 0,4,16, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0, got {text!r}")
+    return values
+
+
 def run_search_cmd(args: argparse.Namespace) -> int:
     from ropelab.search import SearchSettings, search_lab, search_model
 
     settings = SearchSettings(population=args.population, budget=args.budget, seed=args.seed)
-    common = {"settings": settings, "out": args.out, "upper": args.upper, "progress": not args.quiet}
+    common = {
+        "settings": settings,
+        "out": args.out,
+        "upper": args.upper,
+        "n_hat": tuple(args.n_hat),
+        "progress": not args.quiet,
+    }
     if args.model == "lab":
         run = search_lab(target=args.target, threads=args.threads or 2, **common)
     else:
@@ -80,10 +104,14 @@ def run_search_cmd(args: argparse.Namespace) -> int:
             **common,
         )
     print(run.table())
-    print(f"\nlongrope rope_parameters (transformers): {json.dumps(run.rope_parameters)[:160]}...")
+    print(
+        f"\nbest n_hat {run.best.n_hat}; longrope rope_parameters: {json.dumps(run.rope_parameters)[:160]}..."
+    )
     for fmt in ("vllm", "llama.cpp"):
         done = run.exports[fmt]
         print(f"{fmt}: {done['refused'] if 'refused' in done else done.get('command', '')[:160]}")
-    print(run.exports["n_hat"])
+    if "nearest" in run.exports:  # n_hat > 0: no stack carries it
+        nearest = json.dumps(run.exports["nearest"]["rope_parameters"])[:160]
+        print(f"{run.exports['n_hat']}\nnearest (n_hat 0): {nearest}...")
     print(f"written: {', '.join(str(f) for f in run.files)}")
     return 0

@@ -11,11 +11,9 @@ so the text scored is fixed and only the candidate changes.
 - :func:`lab_objective`: the lab's tiny RoPE model (``ropelab.lab.Lab``), the candidate swapped in as its
   ``longrope`` encoding, scored on the lab's held-out windows exactly as the lab's context view does.
 
-``n_hat`` (LongRoPE's unscaled initial positions): no objective here takes ``n_hat > 0``. It makes the
-rotation of a position depend on whether the position is below ``n_hat`` (positions ``< n_hat`` keep the
-original cos/sin, microsoft/LongRoPE ``rope/longrope.py`` ``MixedLongRoPEScaledRotaryEmbedding`` at
-41fa632), which ropelab's :class:`ropelab.Rope` (frequencies times positions) does not express, and no
-stack's config has a field for it (transformers' and vLLM's ``longrope``, llama.cpp's factor tensors).
+``n_hat`` (LongRoPE's unscaled initial positions) is ``unscaled_positions`` of ropelab's ``longrope``:
+positions below it keep plain RoPE's cos/sin (:meth:`ropelab.Rope.cos_sin`), as microsoft/LongRoPE
+``rope/longrope.py`` ``MixedLongRoPEScaledRotaryEmbedding`` (41fa632) does.
 """
 
 from __future__ import annotations
@@ -30,23 +28,18 @@ from ropelab.registry import MethodSpec, parse_method
 from ropelab.search.evolve import Objective
 from ropelab.search.space import Candidate
 
-N_HAT_REFUSAL = (
-    "n_hat > 0 (unscaled initial positions) is not expressible: positions below n_hat would keep the "
-    "original cos/sin, which ropelab's Rope (one frequency per pair for every position) and every stack's "
-    "longrope config lack; search with n_hat 0"
-)
-
 
 def longrope_spec(cand: Candidate, *, scale: float) -> MethodSpec:
-    """``longrope(factor=s, long_factor=lambda, short_factor=1,...)``: the candidate as a registry method
-    (short factors 1: sequences inside the trained length keep the model's own frequencies)."""
-    if cand.n_hat:
-        raise RopeConfigError(N_HAT_REFUSAL)
+    """``longrope(factor=s, long_factor=lambda, short_factor=1,..., unscaled_positions=n_hat)``: the
+    candidate as a registry method (short factors 1: sequences inside the trained length keep the model's
+    own frequencies; ``unscaled_positions`` only when ``n_hat > 0``)."""
+    extra = {"unscaled_positions": cand.n_hat} if cand.n_hat else {}
     return parse_method(
         "longrope",
         factor=float(scale),
         long_factor=list(cand.factors),
         short_factor=[1.0] * len(cand.factors),
+        **extra,
     )
 
 

@@ -18,10 +18,12 @@ from ropelab.export import FORMATS, export, to_hf
 from ropelab.rope import Rope
 from ropelab.search.space import Candidate
 
-#: what a user can do about n_hat, which no stack carries (module doc of ropelab.search.objectives)
+#: what a user can do about n_hat, which no stack carries
 N_HAT_NOTE = (
-    "n_hat (initial positions left unscaled) has no field in transformers', vLLM's or llama.cpp's longrope; "
-    "the nearest exact form is n_hat = 0, the factors alone, which is what this search scores and exports"
+    "n_hat (initial positions left unscaled, ropelab's unscaled_positions) has no field in transformers', "
+    "vLLM's or llama.cpp's longrope: ropelab.hf.extend applies it; for a stack the nearest exact form is the "
+    "factors alone (n_hat = 0, under 'nearest'), a different method whose loss the search also measures "
+    "only if it drew that candidate"
 )
 
 
@@ -34,9 +36,9 @@ def candidate_rope(
     scale: float,
     partial_rotary_factor: float = 1.0,
 ) -> Rope:
-    """The candidate as ropelab's ``longrope`` :class:`Rope` (``short_factor`` ones)."""
-    if cand.n_hat:
-        raise RopeConfigError(N_HAT_NOTE)
+    """The candidate as ropelab's ``longrope`` :class:`Rope` (``short_factor`` ones, ``unscaled_positions``
+    = ``n_hat`` when it is > 0)."""
+    extra = {"unscaled_positions": cand.n_hat} if cand.n_hat else {}
     return Rope(
         "longrope",
         head_dim=head_dim,
@@ -46,19 +48,27 @@ def candidate_rope(
         original_max_position_embeddings=trained,
         long_factor=list(cand.factors),
         short_factor=[1.0] * len(cand.factors),
+        **extra,
     )
 
 
 def exports(rope: Rope) -> dict[str, Any]:
-    """``{"rope_parameters": ..., "hf": ..., "vllm": ..., "llama.cpp": ...}``: each export, or
-    ``{"refused": reason}`` where the stack cannot carry it, and ``n_hat``'s note."""
-    out: dict[str, Any] = {"rope_parameters": to_hf(rope)}
+    """``{"rope_parameters": ..., "hf": ..., "vllm": ..., "llama.cpp": ..., "n_hat": note}``: each export,
+    or ``{"refused": reason}`` where the stack cannot carry it. With ``unscaled_positions`` (n_hat > 0),
+    which no stack carries, ``nearest`` holds the same exports of the factors alone."""
+    out: dict[str, Any] = {}
+    try:
+        out["rope_parameters"] = to_hf(rope)
+    except RopeConfigError as err:
+        out["rope_parameters"] = {"refused": str(err)}
     for fmt in FORMATS:
         try:
             out[fmt] = export(rope, fmt)
         except RopeConfigError as err:
             out[fmt] = {"refused": str(err)}
     out["n_hat"] = N_HAT_NOTE
+    if rope.config.unscaled_positions:
+        out["nearest"] = exports(Rope.from_config(rope.config.replace(unscaled_positions=None)))
     return out
 
 

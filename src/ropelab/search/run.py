@@ -137,15 +137,6 @@ def run_search(
     )
 
 
-def _space(pairs: int, scale: float, upper: float | None, step: float, n_hat: tuple[int, ...]) -> SearchSpace:
-    space = SearchSpace(pairs, scale, upper, step, n_hat)
-    if space.n_hat_choices != (0,):
-        from ropelab.search.objectives import N_HAT_REFUSAL
-
-        raise RopeConfigError(N_HAT_REFUSAL)
-    return space
-
-
 def search_model(
     model: Any,
     *,
@@ -178,8 +169,7 @@ def search_model(
     settings = settings or SearchSettings()
     if docs < 1:
         raise RopeConfigError(f"docs must be >= 1, got {docs}")
-    if n_hat != (0,):
-        _space(2, 2.0, None, step, n_hat)  # refuses before the slow load
+    SearchSpace(2, 2.0, None, step, n_hat)  # bad n_hat or step: refused before the slow load
     texts = [d for d in load_corpus(corpus) if is_validation(d.name)] or load_corpus(corpus)
     if threads is not None:
         import torch
@@ -202,7 +192,7 @@ def search_model(
     context = loaded.run_context("search", documents_identity(corpus, documents, target), threads)
     head_dim = geo["head_dim"]
     pairs = int(head_dim * geo["partial_rotary_factor"]) // 2
-    space = _space(pairs, target / geo["trained_length"], upper, step, n_hat)
+    space = SearchSpace(pairs, target / geo["trained_length"], upper, step, n_hat)
     seeds = seed_candidates(
         space,
         head_dim=head_dim,
@@ -240,6 +230,7 @@ def search_lab(
     checkpoints: str | Path | None = None,
     upper: float | None = None,
     step: float = 0.01,
+    n_hat: tuple[int, ...] = (0,),
     threads: int = 2,
     progress: bool = True,
 ) -> SearchRun:
@@ -263,7 +254,7 @@ def search_lab(
         "partial_rotary_factor": cfg.partial_rotary_factor,
         "trained_length": trained,
     }
-    space = _space(cfg.rotary_dim // 2, target / trained, upper, step, (0,))
+    space = SearchSpace(cfg.rotary_dim // 2, target / trained, upper, step, n_hat)
     seeds = seed_candidates(space, head_dim=cfg.head_dim, base=cfg.base, trained=trained)
     context = {**lab.context("rope"), "command": "search"}
     return run_search(
