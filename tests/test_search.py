@@ -159,6 +159,8 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path: P
     calls.clear()
     evolve(_synthetic(calls), SPACE, _seeds(), settings, store=Store(path, "another"))
     assert len(calls) == 40
+    # rows without the provenance fields (or of an older layout) are not reused where rows are stamped
+    assert len(Store(path, "k").losses) == 50 and Store(path, "k", stamped=True).losses == {}
 
 
 def test_bad_settings_are_refused() -> None:

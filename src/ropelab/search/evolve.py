@@ -125,16 +125,24 @@ def _rank(loss: float) -> float:
 
 
 class Store:
-    """The jsonl of evaluated candidates of one search (rows whose ``search`` field is ``key``)."""
+    """The jsonl of evaluated candidates of one search (rows whose ``search`` field is ``key``).
 
-    def __init__(self, path: str | Path, key: str) -> None:
+    ``stamped``: reuse only rows of the current layout with every provenance field
+    (:func:`ropelab.report.provenance.is_current`), as every command does; off for a bare objective."""
+
+    def __init__(self, path: str | Path, key: str, *, stamped: bool = False) -> None:
+        from ropelab.report.provenance import is_current
+
         self.path = Path(path)
         self.key = key
         self.losses: dict[str, float] = {}
         if self.path.exists():
             for row in read_jsonl(self.path):
-                if row.get("search") == key and "loss" in row and "candidate" in row:
-                    self.losses[row["candidate"]["fingerprint"]] = float(row["loss"])
+                if row.get("search") != key or "loss" not in row or "candidate" not in row:
+                    continue
+                if stamped and not is_current(row):
+                    continue
+                self.losses[row["candidate"]["fingerprint"]] = float(row["loss"])
 
     def append(self, row: dict[str, Any]) -> None:
         append_jsonl(self.path, row)

@@ -83,7 +83,12 @@ def run_search(
     )
     t0 = time.perf_counter()
     result = evolve(
-        objective, space, seeds, settings, store=Store(out / "results.jsonl", key), progress=progress
+        objective,
+        space,
+        seeds,
+        settings,
+        store=Store(out / "results.jsonl", key, stamped=True),
+        progress=progress,
     )
     wall = time.perf_counter() - t0
     best = result.best
