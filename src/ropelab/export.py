@@ -63,6 +63,14 @@ def to_hf(rope: Rope) -> dict[str, Any]:
     cfg = rope.config
     if cfg.log_n:
         raise _log_n_refusal("transformers' config", cfg.method)
+    if cfg.unscaled_positions:
+        raise _cannot(
+            rope,
+            "transformers' config",
+            f"unscaled_positions={cfg.unscaled_positions} (LongRoPE's n_hat: plain RoPE below that position) "
+            "has no field in any longrope config; apply it with ropelab.hf.extend, or export the factors "
+            "alone (unscaled_positions=0)",
+        )
     params: dict[str, Any] = {"rope_theta": cfg.base}
     method = cfg.method
     if method == "ntk":

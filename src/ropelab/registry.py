@@ -211,7 +211,7 @@ class MethodSpec:
 
 
 #: parameters that are whole numbers; every other numeric method parameter is a float
-_INT_PARAMS = frozenset({"window", "group", "max_position_embeddings"})
+_INT_PARAMS = frozenset({"window", "group", "max_position_embeddings", "unscaled_positions"})
 
 
 def _normalise(key: str, value: Any) -> Any:

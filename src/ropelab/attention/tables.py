@@ -43,6 +43,10 @@ def rope_tables(
         return rope.cos_sin(positions, seq_len=seq_len, dtype=dtype)
     if positions.numel() and float(positions.min()) < 0:
         raise RopeConfigError(f"rotary positions must be >= 0, got min {float(positions.min())}")
+    if rope.config.unscaled_positions:
+        raise RopeConfigError(
+            "unscaled_positions (LongRoPE's n_hat) needs integer positions, not fractional ones"
+        )
     inv_freq, scaling = rope.frequencies(seq_len)
     angles = positions.to(torch.float64)[..., None] * inv_freq.to(positions.device, torch.float64)
     cos = (angles.cos() * scaling).float()

@@ -28,11 +28,21 @@ _SAVED = {
     "lab": "finished units are in results.jsonl",
     "train": "the last resume state (ENCODING.state.pt) is saved",
     "finetune": "the last resume state (state.pt) and the curve so far (curve.jsonl) are saved",
+    "search": "every evaluated candidate is in results.jsonl",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ropelab.cli import check_cmd, finetune_cmd, lab_cmds, model_cmds, presets_cmd, report_cmd, rope_cmds
+    from ropelab.cli import (
+        check_cmd,
+        finetune_cmd,
+        lab_cmds,
+        model_cmds,
+        presets_cmd,
+        report_cmd,
+        rope_cmds,
+        search_cmd,
+    )
 
     parser = _Parser(
         prog="ropelab",
@@ -47,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets_cmd.register(sub)
     check_cmd.register(sub)
     report_cmd.register(sub)
+    search_cmd.register(sub)
     return parser
 
 

@@ -77,6 +77,11 @@ def length(text: str) -> int:
     return values[0]
 
 
+def prefill_chunk(text: str) -> int:
+    """``--prefill-chunk``: ``0`` (one pass) or a number of tokens like ``4096`` or ``4k``."""
+    return 0 if text.strip() == "0" else length(text)
+
+
 def dtype_name(text: str) -> str:
     """An argparse type: a dtype spelling -> its canonical name (``bf16`` -> ``bfloat16``)."""
     try:

@@ -19,6 +19,7 @@ from ropelab.cli.flags import (
     length,
     length_list,
     positive_int,
+    prefill_chunk,
 )
 from ropelab.errors import RopeConfigError
 
@@ -173,11 +174,6 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     print(run.text())
     return 0
-
-
-def prefill_chunk(text: str) -> int:
-    """``--prefill-chunk``: ``0`` (one pass) or a number of tokens like ``4096`` or ``4k``."""
-    return 0 if text.strip() == "0" else length(text)
 
 
 def run_passkey(args: argparse.Namespace) -> int:

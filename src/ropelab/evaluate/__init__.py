@@ -4,6 +4,8 @@ One public call per command (the CLI is parse -> one call -> print):
 
 - :func:`evaluate_methods` (``ropelab eval``) -> :class:`EvalRun`;
 - :func:`passkey_grid` (``ropelab passkey``) -> :class:`PasskeyRun`;
+- the scoring pieces other jobs reuse (``ropelab search``): :func:`last_sums` (the same last tokens given
+  L of context), :func:`token_nll`, :func:`tokenize_documents`, :func:`documents_identity`;
 - :func:`render_results`: eval and passkey tables, ``report.md`` and plots re-drawn from results files,
   several runs side by side, without loading a model (``ropelab report`` is
   :func:`ropelab.results.render_results`, the same with every command's renderer).
@@ -15,7 +17,9 @@ renders its rows. :func:`find_key_tokens`: LongPPL's key tokens (:mod:`ropelab.e
 """
 
 from ropelab.evaluate.key_tokens import KeyTokenRule, KeyTokens, find_key_tokens, key_token_mask
+from ropelab.evaluate.nll import token_nll
 from ropelab.evaluate.passkey_grid import PasskeyRun, passkey_grid
+from ropelab.evaluate.perplexity import Sums, last_sums
 from ropelab.evaluate.report import (
     RENDERERS,
     Rendered,
@@ -32,6 +36,7 @@ from ropelab.evaluate.report import (
 )
 from ropelab.evaluate.run import EvalRun, evaluate_methods
 from ropelab.evaluate.setup import LoadedModel, expand_methods, load, resolve_device, resolve_dtype
+from ropelab.evaluate.sweep import documents_identity, tokenize_documents
 
 __all__ = [
     "RENDERERS",
@@ -42,6 +47,8 @@ __all__ = [
     "PasskeyRun",
     "Rendered",
     "Section",
+    "Sums",
+    "documents_identity",
     "eval_ci_tables",
     "eval_paired_tables",
     "eval_plots",
@@ -51,6 +58,7 @@ __all__ = [
     "expand_methods",
     "find_key_tokens",
     "key_token_mask",
+    "last_sums",
     "load",
     "passkey_grid",
     "passkey_plots",
@@ -59,4 +67,6 @@ __all__ = [
     "render_results",
     "resolve_device",
     "resolve_dtype",
+    "token_nll",
+    "tokenize_documents",
 ]

@@ -89,6 +89,8 @@ class RopeConfig(RopeParams):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RopeConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.unscaled_positions is not None and self.unscaled_positions < 0:
+            raise RopeConfigError(f"unscaled_positions must be >= 0, got {self.unscaled_positions!r}")
         if self.factor is not None and self.factor < 1.0:
             raise RopeConfigError(
                 f"factor must be >= 1 (it is the context extension ratio), got {self.factor!r}; "
@@ -208,7 +210,9 @@ def _is_numpy_bool(value: Any) -> bool:
 
 
 #: Fields that hold integers.
-_INTEGER_FIELDS = frozenset({"head_dim", "original_max_position_embeddings", "max_position_embeddings"})
+_INTEGER_FIELDS = frozenset(
+    {"head_dim", "original_max_position_embeddings", "max_position_embeddings", "unscaled_positions"}
+)
 
 #: Fields every method accepts.
 _ALWAYS = frozenset(

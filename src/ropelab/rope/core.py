@@ -12,6 +12,7 @@ import torch
 from ropelab.errors import RopeConfigError, did_you_mean
 from ropelab.rope.config import RopeConfig, check_keys
 from ropelab.rope.frequencies import Method, get_method
+from ropelab.rope.frequencies import default as default_frequencies
 from ropelab.rope.table_cache import CosSinCache
 
 #: transformers' ``rope_parameters`` / ``rope_scaling`` key -> RopeConfig field.
@@ -203,7 +204,10 @@ class Rope:
         Returns two tensors of shape ``[..., d/2]`` already multiplied by the attention scaling,
         in ``dtype`` (default float32). Angles are computed in float64 from the float32 frequencies
         (``precision="float32"`` reproduces transformers' float32 arithmetic bit for bit).
-        For dynamic methods ``seq_len`` defaults to ``max(position_ids) + 1``.
+        For dynamic methods ``seq_len`` defaults to ``max(position_ids) + 1``. With ``unscaled_positions``
+        (LongRoPE's n_hat, ``longrope`` only) the rows of positions below it are plain RoPE's (unscaled
+        frequencies, no attention scaling), as microsoft/LongRoPE ``rope/longrope.py``
+        ``MixedLongRoPEScaledRotaryEmbedding`` (41fa632) replaces them.
 
         ``cache=True`` (default): integer positions, more than a decode step's few, are looked up in a
         table of rows ``0 .. n-1`` kept per (frequencies, precision, device, dtype), computed once and grown
@@ -227,15 +231,22 @@ class Rope:
             seq_len = highest + 1 if highest is not None else 1
         inv_freq, scaling = self.frequencies(seq_len)
         out_dtype = dtype or torch.float32
+        unscaled = self.config.unscaled_positions or 0
+        plain = default_frequencies(self.config)[0] if unscaled else None
 
         def compute(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return _cos_sin_rows(pos, inv_freq.to(pos.device), scaling, precision, out_dtype)
+            cos, sin = _cos_sin_rows(pos, inv_freq.to(pos.device), scaling, precision, out_dtype)
+            if plain is not None:  # LongRoPE's n_hat: positions below it keep plain RoPE, scaling 1
+                early = (pos < unscaled)[..., None]
+                cos0, sin0 = _cos_sin_rows(pos, plain.to(pos.device), 1.0, precision, out_dtype)
+                cos, sin = torch.where(early, cos0, cos), torch.where(early, sin0, sin)
+            return cos, sin
 
         integer = not (
             positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool
         )
         if cache and integer and positions.numel() > _DIRECT_BELOW:
-            key = (inv_freq.numpy().tobytes(), scaling, precision, str(positions.device), out_dtype)
+            key = (inv_freq.numpy().tobytes(), scaling, unscaled, precision, str(positions.device), out_dtype)
             found = self._tables.lookup(key, positions, compute, max_position=highest)
             if found is not None:
                 return found

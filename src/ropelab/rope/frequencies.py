@@ -315,7 +315,7 @@ METHODS: dict[str, Method] = {
             longrope,
             "searched per-frequency factors, short and long sets",
             "Ding et al. 2024, LongRoPE (arXiv 2402.13753)",
-            "factor max_position_embeddings attention_factor short_factor long_factor",
+            "factor max_position_embeddings attention_factor short_factor long_factor unscaled_positions",
             needs_trained_length=True,
             dynamic=True,
             hf_name="longrope",

@@ -38,6 +38,8 @@ class RopeParams:
         low_freq_factor, high_freq_factor: Llama-3 band edges (Meta: 1 and 4).
         mixed_exponent: NTK-mixed exponent c (Su: 0.625).
         log_n: scale queries at position n by max(1, log n / log L0) (Su, kexue.fm 9706).
+        unscaled_positions: LongRoPE's n_hat (Ding et al. 2024, section 3.2): positions below it keep
+            plain RoPE's cos/sin (unscaled frequencies, attention scaling 1); ``longrope`` only.
     """
 
     method: str = "default"
@@ -59,6 +61,7 @@ class RopeParams:
     high_freq_factor: float | None = None
     mixed_exponent: float | None = None
     log_n: bool = False
+    unscaled_positions: int | None = None
 
     # ----------------------------------------------------------------- derived
     @property
