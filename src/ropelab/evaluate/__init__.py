@@ -8,11 +8,16 @@ One public call per command (the CLI is parse -> one call -> print):
   several runs side by side, without loading a model (``ropelab report`` is
   :func:`ropelab.results.render_results`, the same with every command's renderer).
 
+For other job packages (``ropelab.tasks``), the building blocks of a grid: :func:`open_model`,
+:func:`prefix_cache` (a prompt prefix's KV cache, computed once), :func:`greedy_continue_batch` (greedy
+decoding after it, a batch of continuations of one token length), :func:`batches`.
+
 The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, :func:`eval_plots`,
 :func:`passkey_plots`) take rows, from a run or from files; :data:`RENDERERS` maps a results row's
 ``command`` (eval, passkey) to the function that renders its rows.
 """
 
+from ropelab.evaluate.passkey import batches, greedy_continue_batch, prefix_cache
 from ropelab.evaluate.passkey_grid import PasskeyRun, passkey_grid
 from ropelab.evaluate.report import (
     RENDERERS,
@@ -27,7 +32,14 @@ from ropelab.evaluate.report import (
     render_results,
 )
 from ropelab.evaluate.run import EvalRun, evaluate_methods
-from ropelab.evaluate.setup import LoadedModel, expand_methods, load, resolve_device, resolve_dtype
+from ropelab.evaluate.setup import (
+    LoadedModel,
+    expand_methods,
+    load,
+    open_model,
+    resolve_device,
+    resolve_dtype,
+)
 
 __all__ = [
     "RENDERERS",
@@ -36,15 +48,19 @@ __all__ = [
     "PasskeyRun",
     "Rendered",
     "Section",
+    "batches",
     "eval_plots",
     "eval_report",
     "eval_tables",
     "evaluate_methods",
     "expand_methods",
+    "greedy_continue_batch",
     "load",
+    "open_model",
     "passkey_grid",
     "passkey_plots",
     "passkey_table",
+    "prefix_cache",
     "read_results",
     "render_results",
     "resolve_device",
