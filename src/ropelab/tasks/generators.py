@@ -50,6 +50,8 @@ from ropelab.tasks.text import (
 #: the most tokens a needle-task prompt falls short of its length (BPE: a character adds at most a token
 #: or two; checked by the tests)
 TOLERANCE = 4
+#: prompt styles of the needle tasks: English instructions and question, or Python-like lines (the lab)
+STYLES = ("prose", "code")
 #: the most tokens an aggregation prompt (common / frequent words) falls short: one list entry
 LIST_TOLERANCE = 16
 
@@ -214,14 +216,20 @@ def niah(
     key: str = "word",
     value: str = "number",
     digits: int = 7,
+    style: str = "prose",
     task: str = "niah",
 ) -> Sample:
     """Needle(s) in a haystack (see the module doc). ``seed``: the keys and values; ``layout``: where the
-    haystack starts and where the needles after the first go (shared by the trials of a cell)."""
+    haystack starts and where the needles after the first go (shared by the trials of a cell).
+
+    ``style="code"`` (the lab's byte-level models, trained on Python source): no instruction, the needle
+    a line ``key = value``, the prompt ending in ``key = `` (one key and value, a word key)."""
     if not (keys >= 1 and values >= 1 and 1 <= queries <= keys):
         raise RopeConfigError(
             f"niah needs keys >= 1, values >= 1, 1 <= queries <= keys; got {keys}, {values}, {queries}"
         )
+    if style not in STYLES or (style == "code" and (queries, values, key) != (1, 1, "word")):
+        raise RopeConfigError(f"niah style must be one of {STYLES} (code: one query and value, word keys)")
     measure, haystack = as_measure(tokens), haystack or default_haystack()
     rng, lay = random.Random(f"niah:{seed}"), random.Random(f"niah-layout:{layout}")
     noun = _NOUNS.get(value, value)
@@ -234,6 +242,8 @@ def niah(
     def needles(names: list[str], vals: list[list[str]], r: random.Random) -> list[str]:
         pairs = [(n, v) for n, vs in zip(names, vals, strict=True) for v in vs]
         r.shuffle(pairs)
+        if style == "code":
+            return [f"{n} = {v}\n" for n, v in pairs]
         return [f"One secret {noun} for {n} is {v}. " for n, v in pairs]
 
     plural = queries > 1 or values > 1
@@ -241,6 +251,8 @@ def niah(
 
     def ask(names: list[str], asked: list[int]) -> tuple[str, str]:
         about = _and([names[i] for i in asked])
+        if style == "code":
+            return "", f"{about} = "
         return (
             f"\n\nWhat {'are' if plural else 'is'} {what} for {about} in the text above?",
             f"The secret {noun}{'s' if plural else ''} for {about} {'are' if plural else 'is'}:",
@@ -255,6 +267,8 @@ def niah(
     head = (
         f"Some secret {noun}s are hidden in the long text below. Read it and remember them: you will be "
         f"asked about them afterwards.\n\n"
+        if style == "prose"
+        else ""
     )
     prefix, rest, n = _needle_prompt(
         task,
@@ -278,6 +292,7 @@ def niah(
         "key": key,
         "value": value,
         "digits": digits,
+        "style": style,
     }
     return Sample(
         task,
@@ -314,11 +329,18 @@ def variable_tracking(
     chains: int = 2,
     hops: int = 4,
     digits: int = 5,
+    style: str = "prose",
     task: str = "vt",
 ) -> Sample:
-    """Chains of assignments through the haystack (see the module doc); the first chain is asked."""
+    """Chains of assignments through the haystack (see the module doc); the first chain is asked.
+
+    ``style="code"`` (the lab's byte-level models): lines ``NAME = value`` / ``NAME = OTHER``, no
+    instruction, the prompt ending in ``assert LAST == `` where ``LAST`` is the first chain's last name:
+    the answer is the chain's value (a digit string), the distractors the other chains' values."""
     if chains < 1 or hops < 1:
         raise RopeConfigError(f"variable tracking needs chains >= 1 and hops >= 1; got {chains}, {hops}")
+    if style not in STYLES:
+        raise RopeConfigError(f"variable tracking style must be one of {STYLES}, got {style!r}")
     measure, haystack = as_measure(tokens), haystack or default_haystack()
     rng, lay = random.Random(f"vt:{seed}"), random.Random(f"vt-layout:{layout}")
 
@@ -326,8 +348,9 @@ def variable_tracking(
         names = _names(r, chains * (hops + 1))
         vals = distinct_values(r, "number", chains, digits=digits)
         groups = [names[c * (hops + 1) : (c + 1) * (hops + 1)] for c in range(chains)]
+        var, end = ("", "\n") if style == "code" else ("VAR ", ". ")
         lines = [
-            [f"VAR {g[0]} = {v}. ", *(f"VAR {g[i]} = {g[i - 1]}. " for i in range(1, hops + 1))]
+            [f"{var}{g[0]} = {v}{end}", *(f"{var}{g[i]} = {g[i - 1]}{end}" for i in range(1, hops + 1))]
             for g, v in zip(groups, vals, strict=True)
         ]
         order = [c for c in range(chains) for _ in range(hops + 1)]
@@ -339,7 +362,9 @@ def variable_tracking(
             pos[c] += 1
         return groups, vals, merged
 
-    def ask(value: str) -> tuple[str, str]:
+    def ask(value: str, last: str) -> tuple[str, str]:
+        if style == "code":
+            return "", f"assert {last} == "
         return (
             f"\n\nFind every variable that is assigned the value {value} in the text above, directly or "
             "through other variables.",
@@ -347,12 +372,14 @@ def variable_tracking(
         )
 
     groups, vals, inserts = draw(rng)
-    question, answer_prefix = ask(vals[0])
-    _, ref_vals, ref_inserts = draw(lay)
-    reference = (ref_inserts, *ask(ref_vals[0]))
+    question, answer_prefix = ask(vals[0], groups[0][-1])
+    ref_groups, ref_vals, ref_inserts = draw(lay)
+    reference = (ref_inserts, *ask(ref_vals[0], ref_groups[0][-1]))
     head = (
         "Remember every variable assignment (the statements that start with VAR) in the long text below: "
         "you will be asked about them afterwards.\n\n"
+        if style == "prose"
+        else ""
     )
     prefix, rest, n = _needle_prompt(
         task,
@@ -367,8 +394,9 @@ def variable_tracking(
         question=question,
         answer_prefix=answer_prefix,
     )
-    options = {"chains": chains, "hops": hops, "digits": digits}
-    distractors = tuple(name for g in groups[1:] for name in g)
+    options = {"chains": chains, "hops": hops, "digits": digits, "style": style}
+    answers = tuple(groups[0]) if style == "prose" else (vals[0],)
+    distractors = tuple(name for g in groups[1:] for name in g) if style == "prose" else tuple(vals[1:])
     return Sample(
         task,
         options,
@@ -378,7 +406,7 @@ def variable_tracking(
         prefix,
         rest,
         answer_prefix,
-        tuple(groups[0]),
+        answers,
         distractors,
         n,
         measure.frame.kind,
@@ -491,7 +519,7 @@ def frequent_words(
     def body(n: int) -> str:
         return " ".join(draws[:n]) + question
 
-    n, rest, count = _fit_list(task, measure, length, head, body, answer_prefix, len(draws))
+    n, rest, _ = _fit_list(task, measure, length, head, body, answer_prefix, len(draws))
     while n > top:
         ranked = Counter(draws[:n]).most_common(top + 1)
         if len(ranked) > top and ranked[top - 1][1] > ranked[top][1]:
@@ -499,7 +527,9 @@ def frequent_words(
         n -= 1
     ranked = Counter(draws[:n]).most_common(top + 1)
     if len(ranked) <= top or ranked[top - 1][1] <= ranked[top][1]:
-        raise _too_short(task, length, count)
+        raise RopeConfigError(
+            f"task {task}: length {length} holds too few words for a unique top {top}; use a longer length"
+        )
     rest = body(n)
     answers = tuple(w for w, _ in ranked[:top])
     options = {"top": top, "alpha": alpha, "vocab": vocab}

@@ -89,7 +89,8 @@ def _prediction(tokenizer: Any, tokens: list[int]) -> str:
     return tokenizer.decode(tokens[:cut], skip_special_tokens=True)
 
 
-def _shown(text: str) -> dict[str, Any]:
+def shown_prompt(text: str) -> dict[str, Any]:
+    """A prompt as a row keeps it: whole if short, else its head and tail and its length."""
     if len(text) <= PROMPT_CHARS:
         return {"text": text}
     half = PROMPT_CHARS // 2
@@ -136,7 +137,7 @@ def run_cell(
         "shared_prefix_tokens": len(prefixes[0]),
         "prefix_groups": len(groups),
         "prompt_sha256": [hashlib.sha256(t.encode()).hexdigest()[:16] for t in full],
-        "prompt": _shown(full[0]),
+        "prompt": shown_prompt(full[0]),
         "options": samples[0].options,
     }
 
@@ -160,7 +161,7 @@ class TasksRun:
                 *(f"plot: {p}" for p in self.plots),
                 "",
                 *(v.line() for v in self.verdicts),
-                *([self.note] if self.note else []),
+                *self.note.splitlines(),
                 "",
                 self.table,
                 f"results: {self.out / 'results.jsonl'}",

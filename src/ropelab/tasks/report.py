@@ -48,7 +48,12 @@ def _file_part(label: str) -> str:
 
 
 def tasks_plots(
-    records: Iterable[Row], out: str | Path, *, title: str = "", threshold: float | None = None
+    records: Iterable[Row],
+    out: str | Path,
+    *,
+    title: str = "",
+    threshold: float | None = None,
+    reference: str | None = "none",
 ) -> list[Path]:
     """``OUT/tasks_score.png`` and one ``OUT/tasks_LABEL.png`` heatmap per method (see the module doc)."""
     from ropelab.report.plots import legend_outside, pyplot, save_figure, series_styles
@@ -57,7 +62,7 @@ def tasks_plots(
     if not rows:
         return []
     plt = pyplot()
-    verdicts, _ = effective_lengths(rows, threshold=threshold)
+    verdicts, _ = effective_lengths(rows, threshold=threshold, reference=reference)
     trained = {r.get("trained_length") for r in rows} - {None}
     averages = task_average(rows)
     styles = series_styles(list(averages))
@@ -65,7 +70,7 @@ def tasks_plots(
     for label, points in averages.items():
         if points:
             ax.plot(list(points), list(points.values()), label=label, **styles[label])
-    if verdicts:
+    if verdicts and len({v.threshold for v in verdicts}) == 1:
         ax.axhline(verdicts[0].threshold, color="black", lw=1, ls=":", label="threshold")
     if len(trained) == 1:
         t = trained.pop()
@@ -101,10 +106,16 @@ def _mean_or_nan(xs: Sequence[float] | None) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
+def _reference(rows: Sequence[Row]) -> str | None:
+    """``none`` (the model as it is), or None for lab rows (``model`` ``lab:...``): each lab model is
+    its own reference."""
+    return None if rows and all(str(r.get("model", "")).startswith("lab:") for r in rows) else "none"
+
+
 def tasks_text(records: Iterable[Row], *, threshold: float | None = None) -> str:
     """The Markdown of a tasks run: the verdicts, then the table."""
     rows = _rows(records)
-    verdicts, note = effective_lengths(rows, threshold=threshold)
+    verdicts, note = effective_lengths(rows, threshold=threshold, reference=_reference(rows))
     frames = sorted({str(r.get("frame")) for r in rows})
     trained = sorted({r.get("trained_length") for r in rows} - {None})
     lines = [
@@ -117,7 +128,7 @@ def tasks_text(records: Iterable[Row], *, threshold: float | None = None) -> str
         "Effective context length (task average at or above the threshold at every length up to it):",
         "",
         *(f"- {v.line()}" for v in verdicts),
-        *([f"- {note}"] if note else []),
+        *(f"- {line}" for line in note.splitlines()),
         "",
         tasks_table(rows),
         "",
@@ -129,4 +140,6 @@ def render_tasks(rows: Sequence[Row], out: Path | None) -> Any:
     """``ropelab report``'s section for ``tasks`` rows (:class:`ropelab.evaluate.Section`)."""
     from ropelab.evaluate import Section
 
-    return Section("tasks", tasks_text(rows), tasks_plots(rows, out) if out is not None else [])
+    rows = _rows(rows)
+    drawn = tasks_plots(rows, out, reference=_reference(rows)) if out is not None else []
+    return Section("tasks", tasks_text(rows), drawn)

@@ -45,14 +45,20 @@ TASKS: dict[str, Task] = {
         Task("vt", variable_tracking, "2 chains of 4 hops, every name of one asked", {}, 40),
         Task("cwe", common_words, "the 10 most common words of a numbered list", {}, 80, False),
         Task("fwe", frequent_words, "the 3 most frequent Zipf-drawn coded words", {}, 32, False),
-        # byte-level lab models: short digit strings, a few bytes to generate
-        Task("lab-niah", niah, "one needle, 4-digit number key and value", {"key": "number", "digits": 4}, 8),
+        # byte-level lab models (trained on Python source): code-like lines, short digit strings
+        Task(
+            "lab-niah",
+            niah,
+            "one line `name = 4-digit number` in the haystack; prompt ends `name = `",
+            {"digits": 4, "style": "code"},
+            6,
+        ),
         Task(
             "lab-vt",
             variable_tracking,
-            "1 chain of 2 hops, 3-digit value",
-            {"chains": 1, "hops": 2, "digits": 3},
-            24,
+            "a chain `A = 123`, `B = A`, `C = B` and a distractor chain; prompt ends `assert C == `",
+            {"chains": 2, "hops": 2, "digits": 3, "style": "code"},
+            5,
         ),
     )
 }

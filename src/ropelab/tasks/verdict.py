@@ -77,48 +77,57 @@ class Verdict:
 
 
 def baseline(
-    averages: Mapping[str, Mapping[int, float]], trained_length: int | None
+    averages: Mapping[str, Mapping[int, float]], trained_length: int | None, reference: str = "none"
 ) -> tuple[float, str] | None:
-    """(threshold, basis): method ``none``'s task average at the trained length, else at the longest
+    """(threshold, basis): ``reference``'s task average at the trained length, else at the longest
     length tested within it; None where the run has neither."""
-    none = averages.get("none") or {}
+    none = averages.get(reference) or {}
     within = [n for n in none if trained_length is None or n <= trained_length]
     if not within:
         return None
     at = max(within)
     if at == trained_length:
-        return none[at], f"the model's own score (none) at its trained length {at}"
+        return none[at], f"the model's own score ({reference}) at its trained length {at}"
     where = f"its trained length {trained_length}" if trained_length else "its trained length (unknown)"
-    return none[at], f"the model's own score (none) at {at}, the longest length tested within {where}"
+    return none[at], f"the model's own score ({reference}) at {at}, the longest length tested within {where}"
 
 
 def effective_lengths(
-    rows: Iterable[Row], *, threshold: float | None = None, trained_length: int | None = None
+    rows: Iterable[Row],
+    *,
+    threshold: float | None = None,
+    trained_length: int | None = None,
+    reference: str | None = "none",
 ) -> tuple[list[Verdict], str]:
-    """Every method's :class:`Verdict` and a note: empty, or why there is no verdict (no baseline)."""
+    """Every method's :class:`Verdict` and a note: empty, or why a method has no verdict (no baseline).
+
+    ``reference``: the label whose score at the trained length is the threshold (``none``: the model as
+    it is); None: each label is its own reference (the lab, where every label is another model)."""
     rows = list(rows)
     averages = task_average(rows)
     if trained_length is None:
         found = {r.get("trained_length") for r in rows} - {None}
         trained_length = found.pop() if len(found) == 1 else None
-    if threshold is not None:
-        basis = "given"
-    else:
-        base = baseline(averages, trained_length)
-        if base is None:
-            return [], (
-                f"no effective length: the threshold is method none's score at a length within the trained "
-                f"length {trained_length}; run none there or give a threshold"
-            )
-        threshold, basis = base
-    verdicts = []
+    verdicts, notes = [], []
     for label, scores in averages.items():
         if not scores:
             continue
+        if threshold is not None:
+            limit, basis = threshold, "given"
+        else:
+            who = label if reference is None else reference
+            base = baseline(averages, trained_length, who)
+            if base is None:
+                notes.append(
+                    f"{label}: no effective length: the threshold is {who}'s score at a length within the "
+                    f"trained length {trained_length}; run it there or give a threshold"
+                )
+                continue
+            limit, basis = base
         passing = None
         for n in sorted(scores):
-            if scores[n] < threshold - 1e-12:
+            if scores[n] < limit - 1e-12:
                 break
             passing = n
-        verdicts.append(Verdict(label, passing, threshold, basis, dict(sorted(scores.items()))))
-    return verdicts, ""
+        verdicts.append(Verdict(label, passing, limit, basis, dict(sorted(scores.items()))))
+    return verdicts, "\n".join(notes)
