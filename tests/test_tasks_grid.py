@@ -117,15 +117,20 @@ def test_lab_models_run_the_byte_tasks(tmp_path: Path) -> None:
     from ropelab.lab import PACKAGE_CHECKPOINTS
     from ropelab.tasks.lab import greedy_bytes, lab_task_grid
 
-    run = lab_task_grid(
-        [PACKAGE_CHECKPOINTS / "rope.safetensors"],
-        multiples=(1,),
-        depths=(0.5,),
-        trials=2,
-        out=tmp_path / "lab",
-        progress=False,
-        plots=False,
-    )
+    threads = torch.get_num_threads()
+    try:
+        run = lab_task_grid(
+            [PACKAGE_CHECKPOINTS / "rope.safetensors"],
+            multiples=(1,),
+            depths=(0.5,),
+            trials=2,
+            out=tmp_path / "lab",
+            threads=1,
+            progress=False,
+            plots=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
     assert [(r["label"], r["task"], r["length"]) for r in run.records] == [
         ("rope", t, 128) for t in ("lab-niah", "lab-vt")
     ]

@@ -60,12 +60,14 @@ def lab_task_grid(
     seed: int = 0,
     haystack: str | Haystack = "filler",
     out: str | Path = "out/lab-tasks",
+    threads: int | None = None,
     progress: bool = True,
     plots: bool = True,
 ) -> TasksRun:
     """``tasks`` on each lab checkpoint (default: the committed ones, every encoding) at ``multiples`` of
     its trained length. A length a model cannot run (a learned table past its last row) gives a row with
-    ``error`` and no scores."""
+    ``error`` and no scores. ``threads``: torch's CPU threads (the lab's models are small: 1 is fastest
+    on a busy machine)."""
     from ropelab.lab import LAB_ENCODINGS, PACKAGE_CHECKPOINTS, load_checkpoint
     from ropelab.report import progress_bar
 
@@ -78,6 +80,8 @@ def lab_task_grid(
         if checkpoints is not None
         else [PACKAGE_CHECKPOINTS / f"{e}.safetensors" for e in LAB_ENCODINGS]
     )
+    if threads is not None:
+        torch.set_num_threads(threads)
     chosen = parse_tasks(tasks)
     hay = haystack if isinstance(haystack, Haystack) else corpus_haystack(haystack)
     measure, frame = Measure(lambda text: len(text.encode())), Frame()
@@ -97,6 +101,7 @@ def lab_task_grid(
             dtype="float32",
             device="cpu",
             corpus=identity,
+            threads=threads,
         )
         models.append((meta_model, parse_method(str(meta["encoding"]["name"])), trained, context))
     cells = [
