@@ -97,6 +97,17 @@ def test_any_haystack_and_a_chat_frame() -> None:
     assert c.tokens <= 2000
 
 
+def test_a_corpus_file_is_a_haystack(tmp_path: Path) -> None:
+    from ropelab.tasks import corpus_haystack
+
+    (tmp_path / "doc.txt").write_text("def f(x):\n    return x + 1\n\n" * 50)
+    hay = corpus_haystack(str(tmp_path / "doc.txt"))
+    s = TASKS["lab-niah"].generate("bytes", 600, 0.5, 0, haystack=hay)
+    assert hay.name.endswith("doc.txt") and "return x + 1" in s.prefix and s.tokens == 600
+    assert f"{s.answer_prefix}{s.answers[0]}\n" in s.rest  # the needle line, at the start of a line
+    assert s.rest.split(s.answer_prefix)[0].endswith("\n") or s.rest.startswith(s.answer_prefix)
+
+
 def test_bad_task_input_is_one_line() -> None:
     with pytest.raises(RopeConfigError, match="did you mean 'niah-single'"):
         get_task("niah-singel")
