@@ -89,7 +89,8 @@ def test_effective_length_against_a_hand_computed_example() -> None:
         row("pi", 512, [0, 0, 0, 1]),  # below at the shortest length
         row("pi", 1024, [1, 1, 1, 1]),
     ]
-    verdicts, note = effective_lengths(rows)
+    failed = {**row("pi", 2048, []), "scores": None, "error": "a learned table asked past its last row"}
+    verdicts, note = effective_lengths([*rows, failed])  # a length the model could not run: no scores
     got = {v.label: v.effective_length for v in verdicts}
     assert got == {"none": 1024, "yarn": 2048, "pi": None} and not note
     assert verdicts[0].threshold == 0.75 and "trained length 1024" in verdicts[0].basis

@@ -164,6 +164,13 @@ class TasksRun:
                 *self.note.splitlines(),
                 "",
                 self.table,
+                *sorted(
+                    {
+                        f"{r.get('label')} {r.get('task')} at {r.get('length')}: {r['error']}"
+                        for r in self.records
+                        if r.get("error")
+                    }
+                ),
                 f"results: {self.out / 'results.jsonl'}",
             ]
         )

@@ -113,7 +113,15 @@ def _reference(rows: Sequence[Row]) -> str | None:
 
 
 def tasks_text(records: Iterable[Row], *, threshold: float | None = None) -> str:
-    """The Markdown of a tasks run: the verdicts, then the table."""
+    """The Markdown of a tasks run: the verdicts, the table, the cells a model could not run."""
+    records = list(records)
+    failed = sorted(
+        {
+            f"- {r.get('label')} {r.get('task')} at {r.get('length')}: {r['error']}"
+            for r in records
+            if r.get("error")
+        }
+    )
     rows = _rows(records)
     verdicts, note = effective_lengths(rows, threshold=threshold, reference=_reference(rows))
     frames = sorted({str(r.get("frame")) for r in rows})
@@ -132,6 +140,7 @@ def tasks_text(records: Iterable[Row], *, threshold: float | None = None) -> str
         "",
         tasks_table(rows),
         "",
+        *(["Cells the model could not run:", "", *failed, ""] if failed else []),
     ]
     return "\n".join(lines)
 

@@ -33,6 +33,8 @@ def task_scores(rows: Iterable[Row]) -> dict[str, dict[str, dict[int, list[float
     """label -> task -> length -> every trial's score (all depths pooled), the last row of a cell kept."""
     cells: dict[tuple[str, str, int, Any], Row] = {}
     for r in rows:
+        if r.get("scores") is None:  # a cell the model could not run (its row says why, in ``error``)
+            continue
         cells[(str(r.get("label") or r.get("method")), str(r["task"]), int(r["length"]), r.get("depth"))] = r
     out: dict[str, dict[str, dict[int, list[float]]]] = {}
     for (label, task, length, _), r in cells.items():
