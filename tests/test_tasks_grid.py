@@ -99,6 +99,9 @@ def test_effective_length_against_a_hand_computed_example() -> None:
     averages = {v.label: v.scores for v in effective_lengths(two_tasks, threshold=0.5)[0]}
     assert averages == {"none": {512: 0.375, 1024: 0.875}}  # 2048 lacks task u: no average there
     assert effective_lengths(rows[3:], threshold=None)[1].startswith("yarn: no effective length")
+    zero = [row("none", 512, [0, 0]), row("none", 1024, [0, 0])]  # the model cannot do the task at all
+    verdicts, note = effective_lengths(zero)
+    assert not verdicts and "scores 0 at 1024" in note
 
 
 def test_a_chat_template_frames_the_prompt(tiny_model_dir: Path) -> None:
@@ -136,7 +139,10 @@ def test_lab_models_run_the_byte_tasks(tmp_path: Path) -> None:
         ("rope", t, 128) for t in ("lab-niah", "lab-vt")
     ]
     assert all(max(r["prompt_tokens"]) <= r["length"] and len(r["predictions"]) == 2 for r in run.records)
-    assert run.verdicts and run.verdicts[0].basis.startswith("the model's own score (rope)")
+    # its own reference: a verdict against rope at 128, or none where rope scores 0 there
+    assert "rope scores 0 at 128" in run.note or run.verdicts[0].basis.startswith(
+        "the model's own score (rope)"
+    )
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Embedding(256, 8), torch.nn.Linear(8, 256))
     assert len(greedy_bytes(model, b"abc", 3)) == 3

@@ -126,6 +126,13 @@ def effective_lengths(
                 )
                 continue
             limit, basis = base
+            if limit <= 0:
+                at = basis.split(" at ")[1].split(",")[0].removeprefix("its trained length ")
+                notes.append(
+                    f"{label}: no effective length: {who} scores 0 at {at} (the task is beyond the model "
+                    "even at its trained length)"
+                )
+                continue
         passing = None
         for n in sorted(scores):
             if scores[n] < limit - 1e-12:
