@@ -32,8 +32,9 @@ import torch
 
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate import batches, expand_methods, greedy_continue_batch, open_model, prefix_cache
+from ropelab.hf import extend
 from ropelab.registry import MethodSpec
-from ropelab.report import append_jsonl, read_jsonl
+from ropelab.report import append_jsonl, progress_bar, read_jsonl
 from ropelab.report.provenance import corpus_identity, is_current, resume_key, stamp
 from ropelab.tasks.generators import Sample
 from ropelab.tasks.report import tasks_plots, tasks_table
@@ -257,8 +258,6 @@ def task_grid(
                     }
                     cells.append((spec, task, length, depth, resume_key(context, spec, **unit)))
     done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "tasks" and is_current(r)}
-    from ropelab.report import progress_bar
-
     bar = progress_bar(len(cells), desc="tasks", unit="cells", disable=not progress)
     bar.update(sum(key in done for *_, key in cells))
     current: MethodSpec | None = None
@@ -267,8 +266,6 @@ def task_grid(
             continue
         ext = extensions[spec.label]
         if spec is not current:
-            from ropelab.hf import extend
-
             extend(loaded.model, ext)
             current = spec
         bar.set_postfix_str(
@@ -302,8 +299,6 @@ def task_grid(
         done[key] = row
         bar.update(1)
     if current is not None:
-        from ropelab.hf import extend
-
         extend(loaded.model, "none")
     bar.close()
     records = [done[key] for *_, key in cells]
