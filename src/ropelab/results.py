@@ -3,8 +3,9 @@
 :func:`render_results` reads results folders (or files), groups the rows by the command that wrote them
 and hands each group to that command's renderer (:data:`RENDERERS`): ``eval`` and ``passkey``
 (:mod:`ropelab.evaluate.report`), ``lab`` (:func:`ropelab.lab.report.render_report`), ``finetune``
-(:func:`ropelab.finetune.render_report`). No model is loaded; nothing is measured. This module sits above
-the job packages (it knows them all; they know nothing of each other).
+(:func:`ropelab.finetune.render_report`), ``tasks`` (:func:`ropelab.tasks.render_tasks`). No model is
+loaded; nothing is measured. This module sits above the job packages (it knows them all; they know
+nothing of each other).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ropelab.evaluate.report import Rendered, Row, Section
 from ropelab.evaluate.report import render_results as _render
 from ropelab.finetune.results import render_report as finetune_report
 from ropelab.lab.report import render_report as lab_report
+from ropelab.tasks import render_tasks
 
 __all__ = ["RENDERERS", "render_results"]
 
@@ -42,6 +44,7 @@ RENDERERS: dict[str, Callable[[Sequence[Row], Path | None], Section]] = {
     **EVAL_RENDERERS,
     "lab": _lab,
     "finetune": _finetune,
+    "tasks": render_tasks,
 }
 
 

@@ -25,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 _SAVED = {
     "eval": "finished documents are in doc_results.jsonl and finished methods in results.jsonl",
     "passkey": "finished cells are in results.jsonl",
+    "tasks": "finished cells are in results.jsonl",
     "lab": "finished units are in results.jsonl",
     "train": "the last resume state (ENCODING.state.pt) is saved",
     "finetune": "the last resume state (state.pt) and the curve so far (curve.jsonl) are saved",
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         report_cmd,
         rope_cmds,
         search_cmd,
+        tasks_cmd,
     )
 
     parser = _Parser(
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     rope_cmds.register(sub)
     model_cmds.register(sub)
+    tasks_cmd.register(sub)
     lab_cmds.register(sub)
     finetune_cmd.register(sub)
     presets_cmd.register(sub)

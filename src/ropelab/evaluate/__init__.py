@@ -10,6 +10,10 @@ One public call per command (the CLI is parse -> one call -> print):
   several runs side by side, without loading a model (``ropelab report`` is
   :func:`ropelab.results.render_results`, the same with every command's renderer).
 
+For other job packages (``ropelab.tasks``), the building blocks of a grid: :func:`open_model`,
+:func:`prefix_cache` (a prompt prefix's KV cache, computed once), :func:`greedy_continue_batch` (greedy
+decoding after it, a batch of continuations of one token length), :func:`batches`.
+
 The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, :func:`eval_plots`,
 :func:`passkey_plots`, :func:`eval_ci_tables`, :func:`eval_paired_tables`) take rows, from a run or
 from files; :data:`RENDERERS` maps a results row's ``command`` (eval, passkey) to the function that
@@ -18,6 +22,7 @@ renders its rows. :func:`find_key_tokens`: LongPPL's key tokens (:mod:`ropelab.e
 
 from ropelab.evaluate.key_tokens import KeyTokenRule, KeyTokens, find_key_tokens, key_token_mask
 from ropelab.evaluate.nll import token_nll
+from ropelab.evaluate.passkey import batches, greedy_continue_batch, prefix_cache
 from ropelab.evaluate.passkey_grid import PasskeyRun, passkey_grid
 from ropelab.evaluate.perplexity import Sums, last_sums
 from ropelab.evaluate.report import (
@@ -35,7 +40,14 @@ from ropelab.evaluate.report import (
     render_results,
 )
 from ropelab.evaluate.run import EvalRun, evaluate_methods
-from ropelab.evaluate.setup import LoadedModel, expand_methods, load, resolve_device, resolve_dtype
+from ropelab.evaluate.setup import (
+    LoadedModel,
+    expand_methods,
+    load,
+    open_model,
+    resolve_device,
+    resolve_dtype,
+)
 from ropelab.evaluate.sweep import documents_identity, tokenize_documents
 
 __all__ = [
@@ -48,6 +60,7 @@ __all__ = [
     "Rendered",
     "Section",
     "Sums",
+    "batches",
     "documents_identity",
     "eval_ci_tables",
     "eval_paired_tables",
@@ -57,12 +70,15 @@ __all__ = [
     "evaluate_methods",
     "expand_methods",
     "find_key_tokens",
+    "greedy_continue_batch",
     "key_token_mask",
     "last_sums",
     "load",
+    "open_model",
     "passkey_grid",
     "passkey_plots",
     "passkey_table",
+    "prefix_cache",
     "read_results",
     "render_results",
     "resolve_device",

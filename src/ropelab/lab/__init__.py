@@ -17,6 +17,7 @@ the rows), ``units`` / ``plan`` / ``experiment`` (the resumable lab job), ``zero
 (:func:`render_report`: everything from the rows alone).
 """
 
+from ropelab.lab.checkpoints import PACKAGE_CHECKPOINTS, load_checkpoint
 from ropelab.lab.config import LabConfig
 from ropelab.lab.experiment import Lab, LabOutcome, run_lab
 from ropelab.lab.model import ModelConfig, TinyDecoder
@@ -27,12 +28,14 @@ from ropelab.lab.training import train_and_record
 __all__ = [
     "LAB_ENCODINGS",
     "LAB_RECIPE",
+    "PACKAGE_CHECKPOINTS",
     "Lab",
     "LabConfig",
     "LabOutcome",
     "ModelConfig",
     "TinyDecoder",
     "TrainRecipe",
+    "load_checkpoint",
     "render_report",
     "run_lab",
     "train_and_record",
