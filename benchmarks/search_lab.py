@@ -9,6 +9,8 @@
    s following the length), on two sets of held-out windows: the 16 the search scored (the lab's own
    windows, so its committed rows in docs/lab/results.jsonl must agree) and 16 further windows of the same
    validation files that the search never saw (``eval_windows(..., 32)[16:]``).
+   The searched factors against the best zero-shot method of each set: the paired bootstrap over windows
+   of the difference (``ropelab.report.stats.paired_bootstrap_scores``: the same windows for both).
 3. The searched factors with LongRoPE's n_hat (``unscaled_positions``) 4, 16 and 64 added, on both sets: a
    probe of whether leaving the first positions unscaled helps here (the search itself ran with n_hat 0).
 
@@ -25,22 +27,23 @@ from pathlib import Path
 import torch
 
 from ropelab.lab import Lab, LabConfig
+from ropelab.report.stats import paired_bootstrap_scores
 from ropelab.search import Candidate, SearchSettings, longrope_spec, search_lab
 
 BASELINES = ("linear", "ntk", "yarn", "dynamic")
 
 
 @torch.no_grad()
-def same_tokens_loss(model, windows: torch.Tensor, target: int, trained: int) -> float:
-    """Mean NLL of each window's last ``trained`` tokens given ``target`` tokens of context."""
+def window_losses(model, windows: torch.Tensor, target: int, trained: int) -> list[float]:
+    """Per window: the mean NLL of its last ``trained`` tokens given ``target`` tokens of context (every
+    window scores the same number of tokens, so the set's loss is the plain mean of these)."""
     total = windows.shape[1] - 1
     inputs, targets = windows[:, total - target : total], windows[:, total - target + 1 : total + 1]
-    rows, nll = max(1, 16384 // target), 0.0
+    rows, out = max(1, 16384 // target), []
     for i in range(0, inputs.shape[0], rows):
-        nll += float(
-            model.token_nll(inputs[i : i + rows], targets[i : i + rows])[:, -trained:].double().sum()
-        )
-    return nll / (inputs.shape[0] * trained)
+        nll = model.token_nll(inputs[i : i + rows], targets[i : i + rows])[:, -trained:].double()
+        out += nll.mean(dim=1).tolist()
+    return out
 
 
 def encoding_of(plain, label: str, target: int, trained: int, factors=None):
@@ -82,11 +85,19 @@ def main() -> None:
         run = search_lab(target=target, settings=settings, out=args.out / f"lab_x{mult}", progress=True)
         wall = time.perf_counter() - t0
         losses: dict[str, dict[str, float]] = {}
+        per_window: dict[str, dict[str, list[float]]] = {}
         for name, wins in sets.items():
             for label in (*BASELINES, "searched", *(f"searched, n_hat={n}" for n in (4, 16, 64))):
                 model.encoding = encoding_of(plain, label, target, trained, run.best)
-                losses.setdefault(label, {})[name] = same_tokens_loss(model, wins, target, trained)
+                each = window_losses(model, wins, target, trained)
+                per_window.setdefault(label, {})[name] = each
+                losses.setdefault(label, {})[name] = sum(each) / len(each)
             model.encoding = plain
+        paired = {}
+        for name in sets:
+            best = min(BASELINES, key=lambda label: losses[label][name])
+            diff = paired_bootstrap_scores(per_window["searched"][name], per_window[best][name])
+            paired[name] = {"against": best, **diff.to_dict(), "text": diff.text(4)}
         best_json = json.loads((args.out / f"lab_x{mult}" / "best.json").read_text())
         summary["targets"][str(target)] = {
             "multiple": mult,
@@ -100,11 +111,15 @@ def main() -> None:
             "best_factors": list(run.best.factors),
             "best_by_generation": best_json["best_by_generation"],
             "same_tokens_loss": losses,
+            "searched_minus_best_zero_shot": paired,
+            "per_window": per_window,
         }
         print(f"\n### {mult}x ({target} tokens): {len(run.result.evaluated)} evaluations, seed {args.seed}")
         print("| method | " + " | ".join(sets) + " |\n|---|" + "---|" * len(sets))
         for label, by_set in losses.items():
             print(f"| {label} | " + " | ".join(f"{by_set[n]:.4f}" for n in sets) + " |")
+        for name, p in paired.items():
+            print(f"searched - {p['against']} on {name}: {p['text']}")
     (args.out / "lab_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
