@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ropelab.data.pose import DEFAULT_CHUNKS, check_pose
 from ropelab.errors import RopeConfigError
 from ropelab.registry import MethodSpec, entry, parse_method
 
@@ -25,6 +26,11 @@ class FinetuneConfig:
     ``precision``: ``auto`` (bf16 autocast on a GPU with bf16), ``bf16`` or ``fp32`` (``bfloat16``
     and ``float32`` are read as those two).
 
+    ``pose``: PoSE (Zhu et al. 2023, arXiv 2309.10400; :mod:`ropelab.data.pose`): train on windows of
+    ``length`` tokens whose position ids skip ahead, chunk by chunk (``pose_chunks``), to cover
+    ``[0, pose)``; the method is then applied for ``pose`` tokens (a factor defaults to ``pose / trained
+    length``) and the held-out evaluation runs at ``pose`` (:attr:`eval_length`). None: no PoSE.
+
     ``batch`` is the micro-batch of one process; one optimiser step sees
     ``batch * grad_accum * world_size`` windows of ``length`` tokens (the *global batch*), and the
     data of step i depends only on (``seed``, i, global batch): the same for 1 process with
@@ -32,6 +38,8 @@ class FinetuneConfig:
     """
 
     length: int
+    pose: int | None = None
+    pose_chunks: int = DEFAULT_CHUNKS
     model: str = "smollm2"
     method: str = "yarn"
     factor: float | None = None
@@ -66,6 +74,10 @@ class FinetuneConfig:
         for name in ("batch", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise RopeConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.pose is not None:
+            check_pose(self.length, self.pose, self.pose_chunks)
+        elif self.pose_chunks != DEFAULT_CHUNKS:
+            raise RopeConfigError(f"--pose-chunks {self.pose_chunks} needs --pose TARGET (the target length)")
         if self.eval_windows < 0:
             raise RopeConfigError(f"--eval-windows must be >= 0, got {self.eval_windows}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -94,6 +106,12 @@ class FinetuneConfig:
         _ = self.spec  # the whole method parsed now: a bad one is refused before any work
 
     @property
+    def eval_length(self) -> int:
+        """The length the method is set for and the held-out loss is measured at: ``pose`` under PoSE,
+        else ``length``."""
+        return self.length if self.pose is None else self.pose
+
+    @property
     def spec(self) -> MethodSpec:
         """The method with ``params`` and ``factor`` set: what a target applies."""
         spec = parse_method(self.method, **self.params)
@@ -113,5 +131,8 @@ class FinetuneConfig:
 
     def identity(self, world: int) -> dict[str, Any]:
         """What a resume state must match: everything that changes the numbers (not the logging)."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("save_every", "log_every", "threads")}
+        skip = {"save_every", "log_every", "threads"}
+        if self.pose is None:  # a run without PoSE keeps the identity it had before PoSE existed
+            skip |= {"pose", "pose_chunks"}
+        keep = {k: v for k, v in self.to_dict().items() if k not in skip}
         return {**keep, "world": world}
