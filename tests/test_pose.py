@@ -224,3 +224,11 @@ def test_transformers_model_pose_without_skips_equals_ordinary_bitwise(
         log=lambda _: None,
     )
     assert pose["target"]["params"] == {"factor": 2.0} and pose["final_loss"] != runs["plain"]["final_loss"]
+
+
+def test_a_target_without_position_ids_is_refused_under_pose(tmp_path: Path) -> None:
+    target = load_lab_target("lab")
+    target.logits = lambda model, inputs: model(inputs)  # an older target: no position ids
+    cfg = FinetuneConfig(length=128, pose=512, model="lab", method="pi", steps=1, eval_windows=0, threads=1)
+    with pytest.raises(RopeConfigError, match="--pose needs a target whose logits"):
+        run_finetune(cfg, tmp_path, target, progress=False, log=lambda _: None)

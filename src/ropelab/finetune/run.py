@@ -19,6 +19,7 @@ processes, so K processes give the loss curve of one process with ``grad_accum =
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import time
@@ -88,6 +89,11 @@ def train(
     source: RandomWindows | PoseWindows
     source = RandomWindows(target.train_tokens(), batch_size=rows, length=cfg.length, seed=cfg.seed)
     if cfg.pose is not None:  # (inputs, targets, position_ids): the ids a function of (seed, step)
+        if "positions" not in inspect.signature(target.logits).parameters:
+            raise RopeConfigError(
+                f"--pose needs a target whose logits(model, inputs, positions) takes position ids; "
+                f"{type(target).__name__}.logits does not"
+            )
         source = PoseWindows(source, target=cfg.pose, chunks=cfg.pose_chunks)
     model = wrap(target.model, d)
     optimizer = adamw(unwrap(model), lr=cfg.lr, weight_decay=cfg.weight_decay, no_decay=no_decay)
