@@ -57,16 +57,33 @@ def test_ids_are_a_function_of_seed_and_step() -> None:
     # the PoSE source: the random windows' text unchanged, ids of the step; resumes by the step
     tokens = torch.arange(5000) % 251
     plain = RandomWindows(tokens, batch_size=4, length=32, seed=3)
-    pose = PoseWindows(RandomWindows(tokens, batch_size=4, length=32, seed=3), target=128)
+    pose = PoseWindows(tokens, batch_size=4, length=32, target=128, seed=3)
     x, y = plain.next_batch()
     px, py, ids = pose.next_batch()
     assert (
         torch.equal(x, px) and torch.equal(y, py) and torch.equal(ids, pose_batch(4, 32, 128, seed=3, step=0))
     )
     second = pose.next_batch()
-    again = PoseWindows(RandomWindows(tokens, batch_size=4, length=32, seed=3), target=128)
+    again = PoseWindows(tokens, batch_size=4, length=32, target=128, seed=3)
     again.load_state_dict({"step": 1, "seed": 3})
     assert all(torch.equal(a, b) for a, b in zip(again.next_batch(), second, strict=True))
+
+
+def test_skipped_text_reads_a_target_window_at_the_ids() -> None:
+    """``text="skipped"`` (v_i = u_i): the text jumps where the ids do; a target is its token's successor."""
+    tokens = torch.arange(10_000)  # token = its place in the stream
+    inputs, targets, ids = PoseWindows(
+        tokens, batch_size=8, length=32, target=256, seed=1, text="skipped"
+    ).batch_at(4)
+    starts = inputs[:, :1] - ids[:, :1]  # where each row's 256-token stretch begins
+    assert torch.equal(inputs, starts + ids) and torch.equal(targets, inputs + 1)
+    assert bool((ids[:, -1] > 31).any())  # some rows did skip
+    # no skips: the plain random windows, token for token
+    plain = RandomWindows(tokens, batch_size=8, length=32, seed=1).batch_at(4)
+    same = PoseWindows(tokens, batch_size=8, length=32, target=32, seed=1, text="skipped").batch_at(4)
+    assert torch.equal(same[0], plain[0]) and torch.equal(same[1], plain[1])
+    with pytest.raises(RopeConfigError, match="--pose-text"):
+        PoseWindows(tokens, batch_size=1, length=32, target=64, seed=0, text="random")
 
 
 def test_ranks_take_their_rows_of_ids_with_their_windows() -> None:
@@ -74,7 +91,7 @@ def test_ranks_take_their_rows_of_ids_with_their_windows() -> None:
     tokens = torch.arange(5000) % 251
 
     def source() -> PoseWindows:
-        return PoseWindows(RandomWindows(tokens, batch_size=4, length=32, seed=0), target=512)
+        return PoseWindows(tokens, batch_size=4, length=32, target=512, seed=0, text="skipped")
 
     whole = source().next_batch()
     parts = [ShardedBatches(source(), Dist(rank=r, world=2)).next_batch() for r in (0, 1)]
@@ -87,7 +104,8 @@ def test_ranks_take_their_rows_of_ids_with_their_windows() -> None:
     [
         (["--length", "512", "--pose", "128"], "--pose 128 (the target length) must be >= --length 512"),
         (["--length", "128", "--pose", "x"], "expected lengths"),
-        (["--length", "128", "--pose-chunks", "3"], "--pose-chunks 3 needs --pose"),
+        (["--length", "128", "--pose-chunks", "3"], "--pose-chunks and --pose-text need --pose"),
+        (["--length", "128", "--pose-text", "skipped"], "--pose-chunks and --pose-text need --pose"),
         (["--length", "128", "--pose", "512", "--pose-chunks", "0"], "--pose-chunks must be >= 1"),
         (["--length", "2", "--pose", "512", "--pose-chunks", "3"], "cannot be split into 3 PoSE chunks"),
     ],
@@ -155,9 +173,8 @@ def test_pose_resumes_to_the_uninterrupted_run_and_records_itself(tmp_path: Path
     assert straight["target"]["params"] == {"factor": 4.0} and straight["identity"]["pose"] == 512
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["length"] for r in rows} == {512}
-    assert {(r["finetune"]["length"], r["finetune"]["pose"], r["finetune"]["pose_chunks"]) for r in rows} == {
-        (128, 512, 2)
-    }
+    settings = {(r["finetune"]["length"], r["finetune"]["pose"], r["finetune"]["pose_chunks"]) for r in rows}
+    assert settings == {(128, 512, 2)} and {r["finetune"]["pose_text"] for r in rows} == {"contiguous"}
     assert straight["evals"][-1]["loss_beyond"] is not None  # positions >= T = 128 were scored
     # PoSE's ids changed training: not the run without them
     plain = _lab(tmp_path / "plain", length=128, method="none")

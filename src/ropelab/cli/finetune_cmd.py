@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2,
         help="chunks per PoSE window, each with its own skip (default 2)",
     )
+    d.add_argument(
+        "--pose-text",
+        choices=["contiguous", "skipped"],
+        default="contiguous",
+        help="a PoSE window's text: contiguous (default), or a TARGET-token stretch read at the skipped ids",
+    )
     d.add_argument("--corpus", default="stdlib", help="stdlib (default), FILE, DIR, or hf:NAME[:split]")
     d.add_argument("--steps", type=int, default=100, help="optimiser steps (default 100)")
     d.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
@@ -100,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         length=args.length,
         pose=args.pose,
         pose_chunks=args.pose_chunks,
+        pose_text=args.pose_text,
         model=args.model,
         method=args.method,
         factor=args.factor,

@@ -16,10 +16,10 @@ chunks):
   non-decreasing), so the ids are strictly increasing and the last one is at most ``target - 1``;
 - the ids of token ``j`` (0-based in the window) in chunk ``i``: ``j + u_i``.
 
-The text of a window stays contiguous (the paper's ``v_i = 0``; its reference implementation also draws
-the second chunk's text from further into the document, which ropelab's random windows over a token
-stream do not model). With ``target == length`` every skip is 0 and the ids are ``0..length-1``: ordinary
-fine-tuning.
+The text of a window (:class:`PoseWindows`): contiguous (the paper's ``v_i = 0``), or skipped with the
+positions (``v_i = u_i``: the window is a ``target``-token stretch of text read at the ids; the reference
+implementation also draws its second chunk's text from further into the document). With
+``target == length`` every skip is 0 and the ids are ``0..length-1``: ordinary fine-tuning.
 
 The ids of a training step are a pure function of (``seed``, ``step``, batch, length, target, chunks):
 :func:`pose_batch` draws them from a generator seeded from those, so a resumed run sees the ids an
@@ -38,6 +38,8 @@ from ropelab.errors import RopeConfigError
 
 #: the paper's (and its reference implementation's) number of chunks per window
 DEFAULT_CHUNKS = 2
+#: the text of a PoSE window: contiguous (``v_i = 0``) or skipped with the positions (``v_i = u_i``)
+POSE_TEXT = ("contiguous", "skipped")
 
 
 def check_pose(length: int, target: int, chunks: int = DEFAULT_CHUNKS) -> None:
@@ -88,29 +90,42 @@ def pose_batch(
 
 
 class PoseWindows:
-    """:class:`~ropelab.data.windows.RandomWindows` with PoSE position ids: ``next_batch`` gives
-    (inputs, targets, position_ids), int64 ``[batch_size, length]`` each.
+    """Training batches with PoSE position ids: ``next_batch`` gives (inputs, targets, position_ids),
+    int64 ``[batch_size, length]`` each, from the token stream ``tokens`` ``[n]``.
 
-    The text is the random windows' (the same as without PoSE for a seed); the ids come from
-    :func:`pose_batch` at the same step. The position (state) is the text source's.
+    ``text``: ``"contiguous"`` (the paper's ``v_i = 0``): the text of :class:`RandomWindows` of ``length``
+    tokens (the same as without PoSE for a seed), the ids from :func:`pose_batch` at the same step;
+    ``"skipped"`` (``v_i = u_i``): a random window of ``target`` tokens read at the ids, so the text skips
+    where the positions do and every token's target is its true successor (the reference implementation
+    also skips the text between its chunks, by an amount drawn apart from the position skip). With
+    ``target == length`` both are the plain random windows. The position (state) is the step.
     """
 
-    def __init__(self, source: RandomWindows, *, target: int, chunks: int = DEFAULT_CHUNKS) -> None:
-        check_pose(source.length, target, chunks)
-        self.source = source
-        self.target = target
-        self.chunks = chunks
+    def __init__(
+        self,
+        tokens: Tensor,
+        *,
+        batch_size: int,
+        length: int,
+        target: int,
+        seed: int,
+        chunks: int = DEFAULT_CHUNKS,
+        text: str = "contiguous",
+    ) -> None:
+        check_pose(length, target, chunks)
+        if text not in POSE_TEXT:
+            raise RopeConfigError(f"--pose-text must be one of {', '.join(POSE_TEXT)}, got {text!r}")
+        span = target if text == "skipped" else length
+        self.source = RandomWindows(tokens, batch_size=batch_size, length=span, seed=seed)
+        self.length, self.target, self.chunks, self.text = length, target, chunks, text
 
     def batch_at(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
-        inputs, targets = self.source.batch_at(step)
+        inputs, targets = self.source.batch_at(step)  # [b, span] each
         ids = pose_batch(
-            inputs.shape[0],
-            self.source.length,
-            self.target,
-            chunks=self.chunks,
-            seed=self.source.seed,
-            step=step,
+            inputs.shape[0], self.length, self.target, chunks=self.chunks, seed=self.source.seed, step=step
         )
+        if self.text == "skipped":  # the long window read at the ids: [b, length]
+            inputs, targets = inputs.gather(1, ids), targets.gather(1, ids)
         return inputs, targets, ids
 
     def next_batch(self) -> tuple[Tensor, Tensor, Tensor]:

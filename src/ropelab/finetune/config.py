@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ropelab.data.pose import DEFAULT_CHUNKS, check_pose
+from ropelab.data.pose import DEFAULT_CHUNKS, POSE_TEXT, check_pose
 from ropelab.errors import RopeConfigError
 from ropelab.registry import MethodSpec, entry, parse_method
 
@@ -28,8 +28,9 @@ class FinetuneConfig:
 
     ``pose``: PoSE (Zhu et al. 2023, arXiv 2309.10400; :mod:`ropelab.data.pose`): train on windows of
     ``length`` tokens whose position ids skip ahead, chunk by chunk (``pose_chunks``), to cover
-    ``[0, pose)``; the method is then applied for ``pose`` tokens (a factor defaults to ``pose / trained
-    length``) and the held-out evaluation runs at ``pose`` (:attr:`eval_length`). None: no PoSE.
+    ``[0, pose)``, the text contiguous or skipped with the ids (``pose_text``); the method is then applied
+    for ``pose`` tokens (a factor defaults to ``pose / trained length``) and the held-out evaluation runs
+    at ``pose`` (:attr:`eval_length`). None: no PoSE.
 
     ``batch`` is the micro-batch of one process; one optimiser step sees
     ``batch * grad_accum * world_size`` windows of ``length`` tokens (the *global batch*), and the
@@ -40,6 +41,7 @@ class FinetuneConfig:
     length: int
     pose: int | None = None
     pose_chunks: int = DEFAULT_CHUNKS
+    pose_text: str = "contiguous"
     model: str = "smollm2"
     method: str = "yarn"
     factor: float | None = None
@@ -76,8 +78,11 @@ class FinetuneConfig:
                 raise RopeConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.pose is not None:
             check_pose(self.length, self.pose, self.pose_chunks)
-        elif self.pose_chunks != DEFAULT_CHUNKS:
-            raise RopeConfigError(f"--pose-chunks {self.pose_chunks} needs --pose TARGET (the target length)")
+        elif self.pose_chunks != DEFAULT_CHUNKS or self.pose_text != "contiguous":
+            raise RopeConfigError("--pose-chunks and --pose-text need --pose TARGET (the target length)")
+        if self.pose_text not in POSE_TEXT:
+            choices = ", ".join(POSE_TEXT)
+            raise RopeConfigError(f"--pose-text must be one of {choices}, got {self.pose_text!r}")
         if self.eval_windows < 0:
             raise RopeConfigError(f"--eval-windows must be >= 0, got {self.eval_windows}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -133,6 +138,6 @@ class FinetuneConfig:
         """What a resume state must match: everything that changes the numbers (not the logging)."""
         skip = {"save_every", "log_every", "threads"}
         if self.pose is None:  # a run without PoSE keeps the identity it had before PoSE existed
-            skip |= {"pose", "pose_chunks"}
+            skip |= {"pose", "pose_chunks", "pose_text"}
         keep = {k: v for k, v in self.to_dict().items() if k not in skip}
         return {**keep, "world": world}

@@ -44,7 +44,7 @@ def settings(cfg: FinetuneConfig, world: int) -> dict[str, Any]:
         strategy=cfg.strategy,
     )
     if cfg.pose is not None:  # PoSE: the target length the ids cover (rows without it keep their keys)
-        out.update(pose=cfg.pose, pose_chunks=cfg.pose_chunks)
+        out.update(pose=cfg.pose, pose_chunks=cfg.pose_chunks, pose_text=cfg.pose_text)
     return out
 
 

@@ -87,14 +87,23 @@ def train(
         target.gradient_checkpointing()
     rows = cfg.batch * cfg.grad_accum * d.world  # the global batch
     source: RandomWindows | PoseWindows
-    source = RandomWindows(target.train_tokens(), batch_size=rows, length=cfg.length, seed=cfg.seed)
-    if cfg.pose is not None:  # (inputs, targets, position_ids): the ids a function of (seed, step)
+    if cfg.pose is None:
+        source = RandomWindows(target.train_tokens(), batch_size=rows, length=cfg.length, seed=cfg.seed)
+    else:  # (inputs, targets, position_ids): the ids a function of (seed, step)
         if "positions" not in inspect.signature(target.logits).parameters:
             raise RopeConfigError(
                 f"--pose needs a target whose logits(model, inputs, positions) takes position ids; "
                 f"{type(target).__name__}.logits does not"
             )
-        source = PoseWindows(source, target=cfg.pose, chunks=cfg.pose_chunks)
+        source = PoseWindows(
+            target.train_tokens(),
+            batch_size=rows,
+            length=cfg.length,
+            target=cfg.pose,
+            seed=cfg.seed,
+            chunks=cfg.pose_chunks,
+            text=cfg.pose_text,
+        )
     model = wrap(target.model, d)
     optimizer = adamw(unwrap(model), lr=cfg.lr, weight_decay=cfg.weight_decay, no_decay=no_decay)
     min_ratio = 1.0 if cfg.schedule == "constant" else cfg.min_lr_ratio
