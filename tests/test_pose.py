@@ -70,7 +70,7 @@ def test_ids_are_a_function_of_seed_and_step() -> None:
 
 
 def test_skipped_text_reads_a_target_window_at_the_ids() -> None:
-    """``text="skipped"`` (v_i = u_i): the text jumps where the ids do; a target is its token's successor."""
+    """``text="skipped"``: the text jumps where the ids do; a target is its token's successor."""
     tokens = torch.arange(10_000)  # token = its place in the stream
     inputs, targets, ids = PoseWindows(
         tokens, batch_size=8, length=32, target=256, seed=1, text="skipped"

@@ -4,20 +4,22 @@ Zhu et al. 2023, "PoSE: Efficient Context Window Extension of LLMs via Positiona
 (arXiv 2309.10400, ICLR 2024). A training window of ``length`` tokens (contiguous text) is split into
 ``chunks`` pieces; chunk ``i`` keeps its tokens' order but all its position ids are shifted by a skip
 ``u_i``, so a short window shows the model position ids (absolute) and distances (relative) from the whole
-target range ``[0, target)``. The scheme, read from the paper (sec. 3.2) and the authors' reference
+target range ``[0, target)``. The scheme, from the paper's description and the authors' reference
 implementation (github.com/dwzhu-pku/PoSE, ``src/train_pose.py`` at commit 43b43b3f, the default of two
 chunks):
 
 - chunk lengths: chunk ``i < N - 1`` takes ``l_i ~ U{1, ..., ceil(r_i / (N - i))}`` tokens of the ``r_i``
   still unassigned, the last chunk the rest (for N = 2: the first chunk ``U{1, ..., ceil(L / 2)}``, as the
-  reference implementation draws it; every chunk gets at least one token);
-- skips: ``u_0 = 0`` (the first chunk starts at position 0, the reference's choice "for a more uniform
-  coverage of large relative positions") and ``u_i ~ U{u_(i-1), ..., target - length}`` (discrete uniform,
-  non-decreasing), so the ids are strictly increasing and the last one is at most ``target - 1``;
+  reference implementation draws it; N > 2 is ropelab's extension of that rule; every chunk gets at
+  least one token);
+- skips: ``u_0 = 0`` (the first chunk starts at position 0, as in the reference implementation, whose
+  comment gives the reason: a more even coverage of long relative distances) and
+  ``u_i ~ U{u_(i-1), ..., target - length}`` (discrete uniform, non-decreasing), so the ids are strictly
+  increasing and the last one is at most ``target - 1``;
 - the ids of token ``j`` (0-based in the window) in chunk ``i``: ``j + u_i``.
 
-The text of a window (:class:`PoseWindows`): contiguous (the paper's ``v_i = 0``), or skipped with the
-positions (``v_i = u_i``: the window is a ``target``-token stretch of text read at the ids; the reference
+The text of a window (:class:`PoseWindows`): contiguous (the text does not skip), or skipped with the
+positions (the window is a ``target``-token stretch of text read at the ids; the reference
 implementation also draws its second chunk's text from further into the document). With
 ``target == length`` every skip is 0 and the ids are ``0..length-1``: ordinary fine-tuning.
 
@@ -38,7 +40,7 @@ from ropelab.errors import RopeConfigError
 
 #: the paper's (and its reference implementation's) number of chunks per window
 DEFAULT_CHUNKS = 2
-#: the text of a PoSE window: contiguous (``v_i = 0``) or skipped with the positions (``v_i = u_i``)
+#: the text of a PoSE window: contiguous, or skipped where the positions skip
 POSE_TEXT = ("contiguous", "skipped")
 
 
@@ -93,9 +95,9 @@ class PoseWindows:
     """Training batches with PoSE position ids: ``next_batch`` gives (inputs, targets, position_ids),
     int64 ``[batch_size, length]`` each, from the token stream ``tokens`` ``[n]``.
 
-    ``text``: ``"contiguous"`` (the paper's ``v_i = 0``): the text of :class:`RandomWindows` of ``length``
+    ``text``: ``"contiguous"``: the text of :class:`RandomWindows` of ``length``
     tokens (the same as without PoSE for a seed), the ids from :func:`pose_batch` at the same step;
-    ``"skipped"`` (``v_i = u_i``): a random window of ``target`` tokens read at the ids, so the text skips
+    ``"skipped"``: a random window of ``target`` tokens read at the ids, so the text skips
     where the positions do and every token's target is its true successor (the reference implementation
     also skips the text between its chunks, by an amount drawn apart from the position skip). With
     ``target == length`` both are the plain random windows. The position (state) is the step.
