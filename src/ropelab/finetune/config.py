@@ -39,9 +39,6 @@ class FinetuneConfig:
     """
 
     length: int
-    pose: int | None = None
-    pose_chunks: int = DEFAULT_CHUNKS
-    pose_text: str = "contiguous"
     model: str = "smollm2"
     method: str = "yarn"
     factor: float | None = None
@@ -66,6 +63,10 @@ class FinetuneConfig:
     strategy: str = "auto"
     device: str = "auto"
     threads: int | None = None
+    # last, so that positional arguments keep their places
+    pose: int | None = None
+    pose_chunks: int = DEFAULT_CHUNKS
+    pose_text: str = "contiguous"
 
     def __post_init__(self) -> None:
         if self.length < 2:
