@@ -91,18 +91,19 @@ def _cli_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize(("strategy", "pose"), [("ddp", []), ("fsdp", ["--pose", "256"])])
 def test_two_processes_equal_one_with_the_same_global_batch(
-    tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path, strategy: str
+    tiny_model_dir: Path, corpus_dir: Path, tmp_path: Path, strategy: str, pose: list[str]
 ) -> None:
-    """2 gloo processes x batch 2 == 1 process x batch 2 x 2 accumulation steps (global batch 4)."""
+    """2 gloo processes x batch 2 == 1 process x batch 2 x 2 accumulation steps (global batch 4); under FSDP
+    with PoSE (each rank's rows carry their position ids)."""
     one = tmp_path / "one"
-    assert (
-        main(["finetune", *_cli_args(tiny_model_dir, corpus_dir, one, "--batch", "2", "--grad-accum", "2")])
-        == 0
-    )
+    args = _cli_args(tiny_model_dir, corpus_dir, one, "--batch", "2", "--grad-accum", "2", *pose)
+    assert main(["finetune", *args]) == 0
     two = tmp_path / "two"
-    _torchrun(_cli_args(tiny_model_dir, corpus_dir, two, "--batch", "2", "--strategy", strategy), tmp_path)
+    _torchrun(
+        _cli_args(tiny_model_dir, corpus_dir, two, "--batch", "2", "--strategy", strategy, *pose), tmp_path
+    )
     (train1, evals1), (train2, evals2) = _curve(one), _curve(two)
     assert [s for s, _, _ in train1] == [1, 2, 3, 4]
     assert [s for s, _, _ in train2] == [1, 2, 3, 4]

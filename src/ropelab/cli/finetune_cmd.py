@@ -49,6 +49,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--leak", type=float, help="leaky ReRoPE k")
     d = p.add_argument_group("data and schedule")
     d.add_argument("--length", type=length, required=True, help="training length in tokens, e.g. 16k")
+    d.add_argument(
+        "--pose",
+        type=length,
+        metavar="TARGET",
+        help="PoSE (arXiv 2309.10400): train on --length windows whose position ids skip ahead to cover "
+        "[0, TARGET), e.g. --length 2k --pose 16k; the method is set for TARGET (factor TARGET / trained "
+        "length) and the held-out loss is measured at TARGET",
+    )
+    d.add_argument(
+        "--pose-chunks",
+        type=int,
+        default=2,
+        help="chunks per PoSE window, each with its own skip (default 2)",
+    )
+    d.add_argument(
+        "--pose-text",
+        choices=["contiguous", "skipped"],
+        default="contiguous",
+        help="a PoSE window's text: contiguous (default), or a TARGET-token stretch read at the skipped ids",
+    )
     d.add_argument("--corpus", default="stdlib", help="stdlib (default), FILE, DIR, or hf:NAME[:split]")
     d.add_argument("--steps", type=int, default=100, help="optimiser steps (default 100)")
     d.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
@@ -84,6 +104,9 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     params = {k: getattr(args, k) for k in ("window", "group", "leak") if getattr(args, k) is not None}
     return FinetuneConfig(
         length=args.length,
+        pose=args.pose,
+        pose_chunks=args.pose_chunks,
+        pose_text=args.pose_text,
         model=args.model,
         method=args.method,
         factor=args.factor,
@@ -121,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         first = summary["evals"][0] if summary.get("evals") else {}
         if first and last:
             print(
-                f"held-out loss at {args.length}: {first['loss']:.4f} (step {first['step']}) -> "
+                f"held-out loss at {args.pose or args.length}: {first['loss']:.4f} (step {first['step']}) -> "
                 f"{last['loss']:.4f} (step {last['step']})"
             )
         print(

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ropelab.data.pose import DEFAULT_CHUNKS, POSE_TEXT, check_pose
 from ropelab.errors import RopeConfigError
 from ropelab.registry import MethodSpec, entry, parse_method
 
@@ -24,6 +25,12 @@ class FinetuneConfig:
     (``pi`` -> ``linear``); ``params`` and ``factor`` are set on top of it (:attr:`spec`).
     ``precision``: ``auto`` (bf16 autocast on a GPU with bf16), ``bf16`` or ``fp32`` (``bfloat16``
     and ``float32`` are read as those two).
+
+    ``pose``: PoSE (Zhu et al. 2023, arXiv 2309.10400; :mod:`ropelab.data.pose`): train on windows of
+    ``length`` tokens whose position ids skip ahead, chunk by chunk (``pose_chunks``), to cover
+    ``[0, pose)``, the text contiguous or skipped with the ids (``pose_text``); the method is then applied
+    for ``pose`` tokens (a factor defaults to ``pose / trained length``) and the held-out evaluation runs
+    at ``pose`` (:attr:`eval_length`). None: no PoSE.
 
     ``batch`` is the micro-batch of one process; one optimiser step sees
     ``batch * grad_accum * world_size`` windows of ``length`` tokens (the *global batch*), and the
@@ -56,6 +63,10 @@ class FinetuneConfig:
     strategy: str = "auto"
     device: str = "auto"
     threads: int | None = None
+    # last, so that positional arguments keep their places
+    pose: int | None = None
+    pose_chunks: int = DEFAULT_CHUNKS
+    pose_text: str = "contiguous"
 
     def __post_init__(self) -> None:
         if self.length < 2:
@@ -66,6 +77,13 @@ class FinetuneConfig:
         for name in ("batch", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise RopeConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.pose is not None:
+            check_pose(self.length, self.pose, self.pose_chunks)
+        elif self.pose_chunks != DEFAULT_CHUNKS or self.pose_text != "contiguous":
+            raise RopeConfigError("--pose-chunks and --pose-text need --pose TARGET (the target length)")
+        if self.pose_text not in POSE_TEXT:
+            choices = ", ".join(POSE_TEXT)
+            raise RopeConfigError(f"--pose-text must be one of {choices}, got {self.pose_text!r}")
         if self.eval_windows < 0:
             raise RopeConfigError(f"--eval-windows must be >= 0, got {self.eval_windows}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -94,6 +112,12 @@ class FinetuneConfig:
         _ = self.spec  # the whole method parsed now: a bad one is refused before any work
 
     @property
+    def eval_length(self) -> int:
+        """The length the method is set for and the held-out loss is measured at: ``pose`` under PoSE,
+        else ``length``."""
+        return self.length if self.pose is None else self.pose
+
+    @property
     def spec(self) -> MethodSpec:
         """The method with ``params`` and ``factor`` set: what a target applies."""
         spec = parse_method(self.method, **self.params)
@@ -113,5 +137,8 @@ class FinetuneConfig:
 
     def identity(self, world: int) -> dict[str, Any]:
         """What a resume state must match: everything that changes the numbers (not the logging)."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("save_every", "log_every", "threads")}
+        skip = {"save_every", "log_every", "threads"}
+        if self.pose is None:  # a run without PoSE keeps the identity it had before PoSE existed
+            skip |= {"pose", "pose_chunks", "pose_text"}
+        keep = {k: v for k, v in self.to_dict().items() if k not in skip}
         return {**keep, "world": world}

@@ -21,8 +21,8 @@ def write_curve(path: str | Path, result: LoopResult) -> Path:
 
 
 def plot_curve(path: str | Path, result: LoopResult, cfg: Any, trained_length: int) -> Path:
-    """Training loss per step, and the held-out loss at the fine-tuning length (all positions and
-    the positions beyond the trained length) at each evaluation."""
+    """Training loss per step, and the held-out loss at the fine-tuning length (PoSE's target under PoSE;
+    all positions and the positions beyond the trained length) at each evaluation."""
     from ropelab.report.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -32,14 +32,18 @@ def plot_curve(path: str | Path, result: LoopResult, cfg: Any, trained_length: i
     if result.evals:
         e_steps = [e["step"] for e in result.evals]
         ax.plot(
-            e_steps, [e["loss"] for e in result.evals], "o-", label=f"held-out, all {cfg.length} positions"
+            e_steps,
+            [e["loss"] for e in result.evals],
+            "o-",
+            label=f"held-out, all {cfg.eval_length} positions",
         )
         beyond = [e.get("loss_beyond") for e in result.evals]
         if all(b is not None for b in beyond):
             ax.plot(e_steps, beyond, "s--", label=f"held-out, positions >= {trained_length}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"{cfg.model}: {cfg.method} fine-tuned at {cfg.length} tokens", fontsize=10)
+    pose = f" + PoSE toward {cfg.pose}" if cfg.pose is not None else ""
+    ax.set_title(f"{cfg.model}: {cfg.method} fine-tuned at {cfg.length} tokens{pose}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -105,8 +105,14 @@ class HFTarget:
     def eval_windows(self, length: int, count: int) -> Tensor:
         return split_stream(self._split()[1], length, count)
 
-    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
-        return model(input_ids=inputs, use_cache=False).logits
+    def logits(self, model: nn.Module, inputs: Tensor, positions: Tensor | None = None) -> Tensor:
+        if positions is None:
+            return model(input_ids=inputs, use_cache=False).logits
+        # an explicit (all ones) attention mask: without one, transformers (5.x masking_utils,
+        # find_packed_sequence_indices) reads every jump in position_ids as the start of another packed
+        # sequence and masks attention across it, which would cut a PoSE window at its skips
+        mask = torch.ones_like(inputs)
+        return model(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=False).logits
 
     def gradient_checkpointing(self) -> None:
         self.model.config.use_cache = False

@@ -43,6 +43,8 @@ def settings(cfg: FinetuneConfig, world: int) -> dict[str, Any]:
         grad_checkpointing=cfg.grad_checkpointing,
         strategy=cfg.strategy,
     )
+    if cfg.pose is not None:  # PoSE: the target length the ids cover (rows without it keep their keys)
+        out.update(pose=cfg.pose, pose_chunks=cfg.pose_chunks, pose_text=cfg.pose_text)
     return out
 
 
@@ -63,7 +65,8 @@ def result_rows(
     """The rows of the run so far: one per evaluation in ``result`` (``step, loss, loss_within,
     loss_beyond``: held-out nats/token over all positions, inside and beyond the trained length;
     ``train_loss`` at that step; ``tokens_per_s``: the median training throughput since the previous
-    evaluation), then, with ``final`` (extra fields such as the saved model), the final row."""
+    evaluation; ``length``: the held-out length, PoSE's target under PoSE), then, with ``final`` (extra
+    fields such as the saved model), the final row."""
     rows = []
     losses = {h["step"]: h["loss"] for h in result.history}
     previous = -1
@@ -73,7 +76,7 @@ def result_rows(
         numbers = {
             "kind": "eval",
             "step": step,
-            "length": unit["length"],
+            "length": unit.get("pose", unit["length"]),  # where the held-out loss is measured
             "loss": e.get("loss"),
             "loss_within": e.get("loss_within"),
             "loss_beyond": e.get("loss_beyond"),
@@ -89,7 +92,7 @@ def result_rows(
         numbers = {
             "kind": "final",
             "step": steps,
-            "length": unit["length"],
+            "length": unit.get("pose", unit["length"]),  # where the held-out loss is measured
             "loss": last.get("loss"),
             "loss_within": last.get("loss_within"),
             "loss_beyond": last.get("loss_beyond"),
@@ -131,8 +134,9 @@ def render_report(records: Iterable[Mapping[str, Any]]) -> str:
         by_step = {r["step"]: r for r in rows}  # one row per step (the last written)
         first = rows[0]
         s = first.get("finetune") or {}
+        pose = f" with PoSE toward {s['pose']} (held out at {s['pose']})" if s.get("pose") else ""
         title = (
-            f"{first.get('model')}: {first.get('label')} fine-tuned at {s.get('length')} tokens "
+            f"{first.get('model')}: {first.get('label')} fine-tuned at {s.get('length')} tokens{pose} "
             f"(trained {first.get('trained_length')}; {s.get('steps')} steps, lr {s.get('lr')}, "
             f"global batch {s.get('global_batch')}, {first.get('dtype')}, {first.get('device')})"
         )

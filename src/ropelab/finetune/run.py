@@ -19,6 +19,7 @@ processes, so K processes give the loss curve of one process with ``grad_accum =
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import time
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from ropelab.data import RandomWindows
+from ropelab.data.pose import PoseWindows
 from ropelab.errors import RopeConfigError
 from ropelab.finetune.config import FinetuneConfig
 from ropelab.finetune.curves import plot_curve, write_curve
@@ -73,17 +75,35 @@ def train(
     on_checkpoint: Callable[[LoopResult], None] | None = None,
     no_decay: tuple[str, ...] = (),
 ) -> tuple[torch.nn.Module, LoopResult]:
-    """Fine-tune ``target`` per ``cfg`` (the method ``cfg.spec`` applied at ``cfg.length``); returns
-    (the engine's model, the loop's result)."""
+    """Fine-tune ``target`` per ``cfg`` (the method ``cfg.spec`` applied at ``cfg.eval_length``:
+    ``cfg.length``, or PoSE's target with windows of ``cfg.length`` tokens whose position ids skip toward
+    it); returns (the engine's model, the loop's result)."""
     set_determinism(cfg.seed, cfg.threads)
-    target.apply_method(cfg.spec, cfg.length)
+    target.apply_method(cfg.spec, cfg.eval_length)
     checkpointing = cfg.grad_checkpointing
     if checkpointing is None:
         checkpointing = target.grad_checkpointing_default
     if checkpointing:
         target.gradient_checkpointing()
     rows = cfg.batch * cfg.grad_accum * d.world  # the global batch
-    source = RandomWindows(target.train_tokens(), batch_size=rows, length=cfg.length, seed=cfg.seed)
+    source: RandomWindows | PoseWindows
+    if cfg.pose is None:
+        source = RandomWindows(target.train_tokens(), batch_size=rows, length=cfg.length, seed=cfg.seed)
+    else:  # (inputs, targets, position_ids): the ids a function of (seed, step)
+        if "positions" not in inspect.signature(target.logits).parameters:
+            raise RopeConfigError(
+                f"--pose needs a target whose logits(model, inputs, positions) takes position ids; "
+                f"{type(target).__name__}.logits does not"
+            )
+        source = PoseWindows(
+            target.train_tokens(),
+            batch_size=rows,
+            length=cfg.length,
+            target=cfg.pose,
+            seed=cfg.seed,
+            chunks=cfg.pose_chunks,
+            text=cfg.pose_text,
+        )
     model = wrap(target.model, d)
     optimizer = adamw(unwrap(model), lr=cfg.lr, weight_decay=cfg.weight_decay, no_decay=no_decay)
     min_ratio = 1.0 if cfg.schedule == "constant" else cfg.min_lr_ratio
@@ -242,16 +262,22 @@ def _run(
         from ropelab.finetune.hf_target import load_hf_target
 
         target = load_hf_target(cfg.model, cfg.corpus)
-    windows = target.eval_windows(cfg.length, cfg.eval_windows) if cfg.eval_windows else None
+    windows = target.eval_windows(cfg.eval_length, cfg.eval_windows) if cfg.eval_windows else None
     if d.main:
         rows = cfg.batch * cfg.grad_accum * d.world
         log(
             f"{target.kind} model {cfg.model} (trained to {target.trained_length}); method {cfg.method}; "
             f"length {cfg.length}; {d.world} process(es), {d.strategy}, {d.device}; global batch {rows} x "
             f"{cfg.length} tokens; {cfg.steps} steps"
+            + (
+                f"; PoSE toward {cfg.pose} ({cfg.pose_chunks} chunks), held out at {cfg.pose}"
+                if cfg.pose
+                else ""
+            )
         )
-        if cfg.length <= target.trained_length:
-            log(f"note: --length {cfg.length} is not beyond the trained length {target.trained_length}")
+        if cfg.eval_length <= target.trained_length:
+            flag = "--pose" if cfg.pose is not None else "--length"
+            log(f"note: {flag} {cfg.eval_length} is not beyond the trained length {target.trained_length}")
     # evaluation calls the model itself: DDP's wrapper is for training; FSDP shards it in place
     evaluate = held_out_eval(target, target.model, windows, d) if windows is not None else None
 

@@ -51,9 +51,10 @@ class Target(Protocol):
         """At most ``count`` held-out windows: int64 ``[n, length + 1]``."""
         ...
 
-    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
+    def logits(self, model: nn.Module, inputs: Tensor, positions: Tensor | None = None) -> Tensor:
         """``model`` (the engine's wrapped model, whose forward must be the one called) on int64
-        ``inputs [b, s]`` -> logits ``[b, s, V]``."""
+        ``inputs [b, s]`` -> logits ``[b, s, V]``. ``positions``: int64 ``[b, s]`` position ids, strictly
+        increasing along each row (PoSE: :mod:`ropelab.data.pose`); None: ``0..s-1``."""
         ...
 
     def gradient_checkpointing(self) -> None:
@@ -87,10 +88,13 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def target_loss(target: Target) -> Any:
-    """``loss(model, (inputs, targets))`` for :func:`ropelab.train.loop.run_loop`, via ``target.logits``."""
+    """``loss(model, batch)`` for :func:`ropelab.train.loop.run_loop`, via ``target.logits``: ``batch`` is
+    (inputs, targets) or, under PoSE, (inputs, targets, position_ids), int64 ``[b, s]`` each."""
 
-    def loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        inputs, targets = batch
+    def loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        inputs, targets, *positions = batch
+        if positions:
+            return cross_entropy(target.logits(model, inputs, positions[0]), targets)
         return cross_entropy(target.logits(model, inputs), targets)
 
     return loss

@@ -110,8 +110,8 @@ class LabTarget:
         longest = self.trained_length * LAB_LONGEST_MULTIPLE
         return eval_windows(self.corpus, max(length, longest), count)[:, : length + 1]
 
-    def logits(self, model: nn.Module, inputs: Tensor) -> Tensor:
-        return model(inputs)
+    def logits(self, model: nn.Module, inputs: Tensor, positions: Tensor | None = None) -> Tensor:
+        return model(inputs) if positions is None else model(inputs, positions)
 
     def gradient_checkpointing(self) -> None:
         raise RopeConfigError("the lab's tiny models do not need (or support) gradient checkpointing")
