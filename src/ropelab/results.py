@@ -3,7 +3,8 @@
 :func:`render_results` reads results folders (or files), groups the rows by the command that wrote them
 and hands each group to that command's renderer (:data:`RENDERERS`): ``eval`` and ``passkey``
 (:mod:`ropelab.evaluate.report`), ``lab`` (:func:`ropelab.lab.report.render_report`), ``finetune``
-(:func:`ropelab.finetune.render_report`), ``tasks`` (:func:`ropelab.tasks.render_tasks`). No model is
+(:func:`ropelab.finetune.render_report`), ``tasks`` (:func:`ropelab.tasks.render_tasks`), ``search``
+(:func:`ropelab.search.render_search`). No model is
 loaded; nothing is measured. This module sits above the job packages (it knows them all; they know
 nothing of each other).
 """
@@ -18,6 +19,7 @@ from ropelab.evaluate.report import Rendered, Row, Section
 from ropelab.evaluate.report import render_results as _render
 from ropelab.finetune.results import render_report as finetune_report
 from ropelab.lab.report import render_report as lab_report
+from ropelab.search import render_search
 from ropelab.tasks import render_tasks
 
 __all__ = ["RENDERERS", "render_results"]
@@ -45,6 +47,7 @@ RENDERERS: dict[str, Callable[[Sequence[Row], Path | None], Section]] = {
     "lab": _lab,
     "finetune": _finetune,
     "tasks": render_tasks,
+    "search": render_search,
 }
 
 

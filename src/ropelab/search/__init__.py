@@ -5,12 +5,14 @@ A job module like ``evaluate``, ``lab`` and ``finetune``: it scores real models 
 either. Modules, one job each: ``space`` (candidates, constraints, seeds from PI / NTK / YaRN, mutation,
 crossover), ``evolve`` (the seeded, budgeted, resumable loop), ``objectives`` (same-tokens loss of a
 transformers model or the lab model with a candidate as ``longrope``), ``output`` (the ``longrope`` config,
-exports, plot), ``run`` (:func:`search_model`, :func:`search_lab`: one call each).
+exports, plot), ``run`` (:func:`search_model`, :func:`search_lab`: one call each), ``report``
+(:func:`render_search`: ``ropelab report`` for search rows).
 """
 
 from ropelab.search.evolve import Evaluated, Objective, SearchResult, SearchSettings, Store, evolve
 from ropelab.search.objectives import lab_objective, longrope_spec, model_objective
 from ropelab.search.output import candidate_rope, exports, plot_best
+from ropelab.search.report import best_by_generation, render_search
 from ropelab.search.run import SearchRun, run_search, search_lab, search_model
 from ropelab.search.space import SEED_METHODS, Candidate, SearchSpace, method_factors, seed_candidates
 
@@ -24,6 +26,7 @@ __all__ = [
     "SearchSettings",
     "SearchSpace",
     "Store",
+    "best_by_generation",
     "candidate_rope",
     "evolve",
     "exports",
@@ -32,6 +35,7 @@ __all__ = [
     "method_factors",
     "model_objective",
     "plot_best",
+    "render_search",
     "run_search",
     "search_lab",
     "search_model",
