@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ropelab.cli.flags import (
     add_batch_size,
+    add_corpus,
     add_device,
     add_dtype,
     add_out,
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="contiguous",
         help="a PoSE window's text: contiguous (default), or a TARGET-token stretch read at the skipped ids",
     )
-    d.add_argument("--corpus", default="stdlib", help="stdlib (default), FILE, DIR, or hf:NAME[:split]")
+    add_corpus(d)
     d.add_argument("--steps", type=int, default=100, help="optimiser steps (default 100)")
     d.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
     add_batch_size(d, default=1, what="sequences per process per micro-step")

@@ -146,6 +146,16 @@ def add_quiet(parser: Parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def add_corpus(parser: argparse.ArgumentParser) -> None:
+    """``--corpus``: the documents to score (:func:`ropelab.data.load_corpus`)."""
+    parser.add_argument(
+        "--corpus",
+        default="stdlib",
+        help="stdlib (default: Python code), pydoc (English: the Python reference manual), FILE, DIR, "
+        "or hf:NAME[:split]",
+    )
+
+
 def add_out(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--out",

@@ -11,6 +11,7 @@ from typing import Any
 
 from ropelab.cli.flags import (
     add_batch_size,
+    add_corpus,
     add_device,
     add_dtype,
     add_out,
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "token-weighted means with bootstrap 95% intervals over documents.",
     )
     add_model_args(p)
-    p.add_argument("--corpus", default="stdlib", help="stdlib (default), FILE, DIR, or hf:NAME[:split]")
+    add_corpus(p)
     p.add_argument(
         "--lengths",
         type=length_list,

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from ropelab.cli.flags import (
+    add_corpus,
     add_device,
     add_dtype,
     add_out,
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--population", type=positive_int, default=16, help="population size (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the search (default 0)")
-    p.add_argument("--corpus", default="stdlib", help="stdlib (default), FILE, DIR, or hf:NAME[:split]")
+    add_corpus(p)
     p.add_argument("--docs", type=positive_int, default=2, help="held-out documents scored (default 2)")
     p.add_argument(
         "--score-last",

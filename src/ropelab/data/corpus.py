@@ -1,9 +1,12 @@
 """Text corpora for evaluation, as a list of documents.
 
 ``stdlib`` (default): the ``*.py`` files at the top of the Python standard library, sorted by name
-(present on every machine with Python, no download). ``FILE``: one document. ``DIR``: every text
-file below it, sorted by path. ``hf:NAME[:split]``: a dataset through ``datasets.load_dataset``
-(a hub name where a hub is reachable, or a local dataset folder); its ``text`` column.
+(present on every machine with Python, no download). ``pydoc``: English prose, the Python reference
+manual's topics that every Python ships for ``help()`` (``pydoc_data.topics``), in topic order, cut at
+topic boundaries into documents of at least 200,000 characters (Python 3.11: two of about 50,000 SmolLM2
+tokens and a remainder of 12,500). ``FILE``: one document. ``DIR``: every text file below it, sorted by
+path. ``hf:NAME[:split]``: a dataset through ``datasets.load_dataset`` (a hub name where a hub is
+reachable, or a local dataset folder); its ``text`` column.
 
 A file is text if it has no NUL byte and at most 1% of it is not UTF-8: a binary ``FILE`` is refused,
 binary files in a ``DIR`` are skipped (their perplexity would measure nothing).
@@ -55,6 +58,8 @@ def load_corpus(spec: str = "stdlib", *, max_docs: int | None = None, min_chars:
     """Documents of ``spec`` (see module docstring), at most ``max_docs``, each >= ``min_chars`` long."""
     if spec == "stdlib":
         docs = _documents(stdlib_files(), lambda p: p.name)
+    elif spec == "pydoc":
+        docs = pydoc_documents()
     elif spec.startswith("hf:"):
         docs = _hf_documents(spec[3:])
     else:
@@ -74,12 +79,42 @@ def load_corpus(spec: str = "stdlib", *, max_docs: int | None = None, min_chars:
                 )
         else:
             raise RopeConfigError(
-                f"corpus {spec!r} not found: give 'stdlib', a file, a folder, or hf:NAME[:split]"
+                f"corpus {spec!r} not found: give 'stdlib', 'pydoc', a file, a folder, or hf:NAME[:split]"
             )
     docs = [d for d in docs if len(d.text) >= min_chars]
     if not docs:
         raise RopeConfigError(f"corpus {spec!r} has no document of at least {min_chars} characters")
     return docs[:max_docs] if max_docs else docs
+
+
+#: the ``pydoc`` corpus's documents: consecutive topics until at least this many characters
+PYDOC_DOCUMENT_CHARS = 200_000
+
+
+def pydoc_documents(min_chars: int = PYDOC_DOCUMENT_CHARS) -> list[Document]:
+    """English text offline: ``pydoc_data.topics.topics`` (topic -> the reference manual's text on it), in
+    sorted topic order, consecutive topics joined (a blank line between them) until a document has at
+    least ``min_chars`` characters; a shorter remainder is its own last document. Named
+    ``pydoc[i]:FIRST..LAST`` (the first and last topic)."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise RopeConfigError(
+            "corpus 'pydoc' needs the standard library's pydoc_data package, which this Python lacks; "
+            "give 'stdlib', a file or a folder"
+        ) from None
+    docs: list[Document] = []
+    part: list[str] = []
+    names: list[str] = []
+    for name in sorted(topics):
+        part.append(topics[name].strip())
+        names.append(name)
+        if sum(len(t) for t in part) >= min_chars:
+            docs.append(Document(f"pydoc[{len(docs)}]:{names[0]}..{names[-1]}", "\n\n".join(part)))
+            part, names = [], []
+    if part:
+        docs.append(Document(f"pydoc[{len(docs)}]:{names[0]}..{names[-1]}", "\n\n".join(part)))
+    return docs
 
 
 def _documents(files: list[Path], name: Callable[[Path], str]) -> list[Document]:
