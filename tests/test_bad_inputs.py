@@ -138,13 +138,18 @@ def test_interrupt_names_what_the_command_writes(tiny_model_dir: Path, tmp_path:
         env=_env(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1"),
     )
     assert proc.stdout is not None
-    for line in proc.stdout:  # the run's first line comes after the imports and the model load
-        if "steps" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    # the run stops at the end of the work in flight (about 6 s here when the machine is idle: the first
-    # held-out evaluation, then the resume state); a machine shared with other jobs took over 60 s
-    _, err = proc.communicate(timeout=300)
+    try:
+        for line in proc.stdout:  # the run's first line comes after the imports and the model load
+            if "steps" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        # the run stops at the end of the work in flight (about 6 s here when the machine is idle: the
+        # first held-out evaluation, then the resume state); a machine shared with other jobs took over 60 s
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # never leave a 100000-step run behind a failed test
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "results.jsonl" not in err and "run the same command again" in err
     assert "Traceback" not in err
