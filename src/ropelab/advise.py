@@ -278,8 +278,6 @@ def advise(
             f"target, docs, score_last and trials must be positive, got {target}, {docs}, {score_last}, "
             f"{trials}"
         )
-    if score_last >= target:
-        raise RopeConfigError(f"--score-last {score_last} must be below --target {target}")
     if search_budget is not None and search_budget < 1:
         raise RopeConfigError(f"--search budget must be >= 1, got {search_budget}")
     if threads is not None:
@@ -296,6 +294,8 @@ def advise(
             f"extension there (use `ropelab eval` to measure it); give a target above {trained}"
         )
     specs = _specs(methods, target, trained)
+    if score_last >= target:
+        raise RopeConfigError(f"--score-last {score_last} must be below --target {target}")
     loaded.extensions(specs)  # a method the model cannot take fails here, before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
