@@ -198,7 +198,7 @@ def _table_row(r: dict[str, Any]) -> dict[str, Any]:
     ret = r.get("retrieval")
     return {
         "rank": f"{r['rank']}{'=' if r['tie'] else ''}",
-        "method": r["label"],
+        "method": r["label"] if len(r["label"]) <= 48 else r["label"][:45] + "...",  # searched longrope
         "loss at target": f"{r['loss']:.4f}",
         "vs best": _fmt_paired(r.get("vs_best")) or "(best)",
         "vs rank head": _fmt_paired(r.get("vs_head")) or "(head)",
