@@ -30,7 +30,7 @@ _SAVED = {
     "train": "the last resume state (ENCODING.state.pt) is saved",
     "finetune": "the last resume state (state.pt) and the curve so far (curve.jsonl) are saved",
     "search": "every evaluated candidate is in results.jsonl",
-    "advise": "finished work is in target/, trained/ and niah/ (each its command's results.jsonl)",
+    "advise": "finished work is in search/, target/, trained/ and niah/ (each its command's results.jsonl)",
 }
 
 
