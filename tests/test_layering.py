@@ -45,7 +45,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "__main__",  # python -m ropelab
         "cli",  # parse flags -> one library call -> print
         "results",  # every command's results re-rendered (ropelab report): knows all the job modules
-        "evaluate lab finetune search tasks",  # the job modules
+        "evaluate lab finetune search tasks advise",  # the job modules (advise: their public names only)
         "stacks",  # serving-stack checks: tables from report, exports, Ropes
         "hf train data report",  # transformers integration, the loop, corpora, tables/plots/provenance
         "export presets",  # the method for HF/vLLM/llama.cpp; model presets (geometry + rope_parameters)
@@ -61,7 +61,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
 
 #: Packages of one layer that never import each other: the job modules (DESIGN.md: "finetune knows no
 #: lab internals").
-SEPARATE = frozenset({"evaluate", "lab", "finetune", "search", "tasks"})
+SEPARATE = frozenset({"evaluate", "lab", "finetune", "search", "tasks", "advise"})
 
 #: Packages whose submodules ``cli/`` must not import (only their ``__all__``).
 CLI_PUBLIC_ONLY = ("ropelab.hf", "ropelab.rope")

@@ -30,11 +30,13 @@ _SAVED = {
     "train": "the last resume state (ENCODING.state.pt) is saved",
     "finetune": "the last resume state (state.pt) and the curve so far (curve.jsonl) are saved",
     "search": "every evaluated candidate is in results.jsonl",
+    "advise": "finished work is in search/, target/, trained/ and niah/ (each its command's results.jsonl)",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from ropelab.cli import (
+        advise_cmd,
         check_cmd,
         finetune_cmd,
         lab_cmds,
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_cmd.register(sub)
     report_cmd.register(sub)
     search_cmd.register(sub)
+    advise_cmd.register(sub)
     return parser
 
 
