@@ -112,9 +112,19 @@ def test_interrupt_names_what_the_command_writes(tiny_model_dir: Path, tmp_path:
     """Ctrl-C in finetune names its resume state, not results.jsonl (which finetune does not write)."""
     corpus = tmp_path / "text.txt"
     corpus.write_text(" ".join(f"word{i % 97} and more words" for i in range(4000)))
+    # the child starts as from a shell: SIGINT unblocked and at its default action, whatever the test
+    # process inherited or another test left behind (a blocked or ignored SIGINT passes to children, and
+    # the run then trains on; it happened in full-suite runs on a busy machine, never alone)
+    clean_signals = (
+        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); "
+        "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
+            "-c",
+            clean_signals,
             "-m",
             "ropelab",
             "finetune",
