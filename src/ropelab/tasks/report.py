@@ -1,7 +1,11 @@
 """Tables, plots and the ``ropelab report`` section of ``tasks`` rows (no model needed).
 
 - :func:`tasks_table`: Markdown, one row per (method, task) and a task-average row per method, one column
-  per length: the mean score over depths and trials, ``n`` trials beside it;
+  per length: the mean score over depths and trials, ``n`` trials beside it; then, where the baseline
+  (``none``) ran beside other methods, :func:`tasks_paired_table` under its heading;
+- :func:`tasks_paired_table`: each method minus the baseline per (task, length) and task average, paired
+  by trial (:mod:`ropelab.tasks.paired`), cells in ``eval --baseline``'s form
+  (:meth:`ropelab.report.stats.PairedDifference.text`);
 - :func:`tasks_plots`: ``tasks_score.png`` (task average vs length, one line per method, the threshold
   and the trained length marked) and ``tasks_LABEL.png`` (task x length heatmap per method);
 - :func:`render_tasks`: both, with the effective-length verdicts (:mod:`ropelab.tasks.verdict`).
@@ -15,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ropelab.report.stats import MIN_UNITS
+from ropelab.tasks.paired import AVERAGE, paired_task_scores
 from ropelab.tasks.verdict import Row, effective_lengths, task_average, task_scores
 
 
@@ -22,7 +28,7 @@ def _rows(records: Iterable[Row]) -> list[Row]:
     return [r for r in records if r.get("command", "tasks") == "tasks" and r.get("scores") is not None]
 
 
-def tasks_table(records: Iterable[Row]) -> str:
+def tasks_score_table(records: Iterable[Row]) -> str:
     """Mean score (RULER's ``all``) per method, task and length, over depths and trials (``n`` trials)."""
     from ropelab.report import format_table
 
@@ -41,6 +47,62 @@ def tasks_table(records: Iterable[Row]) -> str:
         avg = {str(n): f"{s:.3f}" for n, s in averages.get(label, {}).items()}
         table.append({"method": label, "task": "**average**", **avg})
     return format_table(table, ["method", "task", *(str(n) for n in lengths)], markdown=True)
+
+
+def paired_heading(baseline: str) -> str:
+    """The paired table's heading (the wording of ``eval``'s, for scores and trials)."""
+    return (
+        f"Paired against {baseline} (method minus {baseline}, score; 95% paired bootstrap over the same n "
+        f"trials, the same prompts for both; an interval without `not different` excludes 0; none below "
+        f"{MIN_UNITS} trials; positive: a higher score than the baseline; average: the task average, every "
+        "task weighing alike, over the (task, depth, trial) units):"
+    )
+
+
+def tasks_paired_table(records: Iterable[Row], baseline: str = "none") -> str:
+    """Each method minus ``baseline`` per (task, length) and task average per length, paired by trial
+    (:func:`ropelab.tasks.paired.paired_task_scores`): ``difference [low, high] n=N``, ``not different``
+    where the interval holds 0, ``n=N (n<3)`` without an interval, ``no common trials`` where the two
+    ran none alike. Then the cells where the two ran different trials (paired on the common ones only).
+    Empty where ``baseline`` did not run beside another method."""
+    from ropelab.report import format_table
+
+    rows = _rows(records)
+    cells = paired_task_scores(rows, baseline)
+    if not cells:
+        return ""
+    lengths = sorted({c.length for c in cells})
+    base_lengths = {int(r["length"]) for r in rows if str(r.get("label") or r.get("method")) == baseline}
+    table: list[dict[str, Any]] = [
+        {"method": baseline, "task": "all", **{str(n): "baseline" for n in lengths if n in base_lengths}}
+    ]
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in cells:
+        task = "**average**" if c.task == AVERAGE else c.task
+        line = lines.setdefault((c.label, task), {"method": c.label, "task": task})
+        line[str(c.length)] = c.paired.text() if c.paired is not None else "no common trials"
+    # each method's tasks, then its average (cells come in that order per label)
+    table += list(lines.values())
+    text = format_table(table, ["method", "task", *(str(n) for n in lengths)], markdown=True)
+    uneven = [
+        f"- {c.label}, {c.task} at {c.length}: {0 if c.paired is None else c.paired.n} trials paired "
+        f"({c.label} ran {c.trials}, {baseline} {c.baseline_trials})"
+        for c in cells
+        if c.task != AVERAGE and (c.paired is None or not c.trials == c.baseline_trials == c.paired.n)
+    ]
+    if uneven:
+        head = "Paired on the trials both ran (another trial count, seed or prompt):"
+        text += f"\n\n{head}\n\n" + "\n".join(uneven)
+    return text
+
+
+def tasks_table(records: Iterable[Row], *, baseline: str | None = "none") -> str:
+    """:func:`tasks_score_table`, then :func:`tasks_paired_table` against ``baseline`` under
+    :func:`paired_heading` where that baseline ran beside another method (None: no paired table)."""
+    rows = _rows(records)
+    text = tasks_score_table(rows)
+    paired = tasks_paired_table(rows, baseline) if baseline is not None and rows else ""
+    return f"{text}\n\n{paired_heading(str(baseline))}\n\n{paired}" if paired else text
 
 
 def _file_part(label: str) -> str:
@@ -138,7 +200,7 @@ def tasks_text(records: Iterable[Row], *, threshold: float | None = None) -> str
         *(f"- {v.line()}" for v in verdicts),
         *(f"- {line}" for line in note.splitlines()),
         "",
-        tasks_table(rows),
+        tasks_table(rows, baseline=_reference(rows)),
         "",
         *(["Cells the model could not run:", "", *failed, ""] if failed else []),
     ]
