@@ -192,7 +192,8 @@ def test_ropelab_report_renders_the_paired_table_from_rows(tmp_path: Path, capsy
     lab = folder.parent / "lab"
     lab.mkdir()  # lab rows: every label another model, its own reference: no baseline to pair against
     (lab / "results.jsonl").write_text("".join(json.dumps({**r, "model": "lab:x"}) + "\n" for r in HAND))
-    assert main(["report", str(lab)]) == 0 and "Paired against" not in capsys.readouterr().out
+    assert main(["report", str(lab), "--out", str(tmp_path / "r2")]) == 0
+    assert "Paired against" not in capsys.readouterr().out
 
 
 def test_a_run_pairs_every_method_on_the_same_prompts(tiny_model_dir: Path, tmp_path: Path) -> None:
