@@ -35,47 +35,14 @@ from ropelab.evaluate import batches, expand_methods, greedy_continue_batch, ope
 from ropelab.hf import extend
 from ropelab.registry import MethodSpec
 from ropelab.report import append_jsonl, progress_bar, read_jsonl
-from ropelab.report.provenance import corpus_identity, is_current, resume_key, stamp
+from ropelab.report.provenance import is_current, resume_key
+from ropelab.tasks.cells import cell_row, cell_samples, cell_unit, haystack_identity, shown_prompt
 from ropelab.tasks.generators import Sample
 from ropelab.tasks.report import tasks_plots, tasks_table
 from ropelab.tasks.scoring import METRICS, score
 from ropelab.tasks.table import DEFAULT_TASKS, Task, parse_tasks
 from ropelab.tasks.text import Frame, Haystack, Measure, corpus_haystack, frame_for, token_counter
 from ropelab.tasks.verdict import Verdict, effective_lengths
-
-#: the version of the prompt wording (generators' templates); bump it when a template changes
-PROMPT_VERSION = 1
-#: a prompt longer than this (characters) is kept in a row as its head and tail, with its hash
-PROMPT_CHARS = 1500
-
-
-def _int_seed(*parts: Any) -> int:
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12], 16)
-
-
-def cell_samples(
-    task: Task,
-    measure: Measure,
-    haystack: Haystack,
-    length: int,
-    depth: float | None,
-    trials: int,
-    seed: int,
-) -> list[Sample]:
-    """The ``trials`` prompts of a cell: trial ``i`` seeded by ``(seed, task, length, depth, i)``, the
-    layout (haystack start, needle places) by ``(seed, task, length, depth)``."""
-    layout = _int_seed(seed, task.name, length, depth)
-    return [
-        task.generate(
-            measure,
-            length,
-            depth,
-            _int_seed(seed, task.name, length, depth, i),
-            layout=layout,
-            haystack=haystack,
-        )
-        for i in range(trials)
-    ]
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -88,14 +55,6 @@ def _prediction(tokenizer: Any, tokens: list[int]) -> str:
     stops = set(eos if isinstance(eos, list) else [eos]) - {None}
     cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
     return tokenizer.decode(tokens[:cut], skip_special_tokens=True)
-
-
-def shown_prompt(text: str) -> dict[str, Any]:
-    """A prompt as a row keeps it: whole if short, else its head and tail and its length."""
-    if len(text) <= PROMPT_CHARS:
-        return {"text": text}
-    half = PROMPT_CHARS // 2
-    return {"head": text[:half], "tail": text[-half:], "chars": len(text)}
 
 
 def run_cell(
@@ -237,7 +196,7 @@ def task_grid(
     for task in chosen:  # every prompt fits its length, before the first cell runs
         for length in lengths:
             task.generate(measure, length, 0.0 if task.uses_depth else None, 0, haystack=hay)
-    identity = corpus_identity(f"tasks:{hay.name}", [hay.text, f"prompt-version {PROMPT_VERSION}"])
+    identity = haystack_identity(hay)
     context = loaded.run_context("tasks", identity, threads)
     out = Path(out)
     result_file = out / "results.jsonl"
@@ -246,16 +205,7 @@ def task_grid(
         for task in chosen:
             for length in lengths:
                 for depth in depths if task.uses_depth else [None]:
-                    unit = {
-                        "task": task.name,
-                        "options": task.options,
-                        "length": length,
-                        "depth": depth,
-                        "trials": trials,
-                        "seed": seed,
-                        "new_tokens": task.new_tokens,
-                        "frame": [frame.kind, frame.head, frame.mid],
-                    }
+                    unit = cell_unit(task, length, depth, trials, seed, frame)
                     cells.append((spec, task, length, depth, resume_key(context, spec, **unit)))
     done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "tasks" and is_current(r)}
     bar = progress_bar(len(cells), desc="tasks", unit="cells", disable=not progress)
@@ -276,20 +226,18 @@ def task_grid(
         cell = run_cell(
             loaded.model, loaded.tokenizer, samples, frame, task.new_tokens, batch_size=batch_size
         )
-        row = stamp(
+        row = cell_row(
             context,
             spec,
             ext.resolved(),
             key=key,
-            task=task.name,
+            task=task,
             metric=samples[0].metric,
             length=length,
             depth=depth,
             seed=seed,
-            new_tokens=task.new_tokens,
-            frame=frame.kind,
-            haystack=hay.name,
-            prompt_version=PROMPT_VERSION,
+            frame=frame,
+            haystack=hay,
             seconds=time.perf_counter() - t0,
             batch_size=batch_size,
             **cell,
