@@ -12,7 +12,9 @@ One public call per command (the CLI is parse -> one call -> print):
 
 For other job packages (``ropelab.tasks``), the building blocks of a grid: :func:`open_model`,
 :func:`prefix_cache` (a prompt prefix's KV cache, computed once), :func:`greedy_continue_batch` (greedy
-decoding after it, a batch of continuations of one token length), :func:`batches`.
+decoding after it, a batch of continuations of one token length), :func:`batches`; and of its split over
+``torchrun``'s ranks (:mod:`ropelab.evaluate.shard`): :func:`job_lock`, :func:`shared_context`,
+:func:`my_share`, :func:`append_row`.
 
 The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, :func:`eval_plots`,
 :func:`passkey_plots`, :func:`eval_ci_tables`, :func:`eval_paired_tables`) take rows, from a run or
@@ -48,6 +50,7 @@ from ropelab.evaluate.setup import (
     resolve_device,
     resolve_dtype,
 )
+from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
 from ropelab.evaluate.sweep import documents_identity, tokenize_documents
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "Rendered",
     "Section",
     "Sums",
+    "append_row",
     "batches",
     "documents_identity",
     "eval_ci_tables",
@@ -71,9 +75,11 @@ __all__ = [
     "expand_methods",
     "find_key_tokens",
     "greedy_continue_batch",
+    "job_lock",
     "key_token_mask",
     "last_sums",
     "load",
+    "my_share",
     "open_model",
     "passkey_grid",
     "passkey_plots",
@@ -83,6 +89,7 @@ __all__ = [
     "render_results",
     "resolve_device",
     "resolve_dtype",
+    "shared_context",
     "token_nll",
     "tokenize_documents",
 ]

@@ -12,7 +12,11 @@ Each cell is one row of ``OUT/results.jsonl``, stamped (:func:`ropelab.report.pr
 (:func:`~ropelab.report.provenance.resume_key`) by the run context, the method, the task, its options and
 the cell; a rerun computes only the cells not there. A row keeps every trial: answers, prediction, the
 three scores (:mod:`ropelab.tasks.scoring`), token count and a hash of the prompt, and trial 0's prompt
-text (whole if short, else its head and tail), so paired statistics can be computed later.
+text (whole if short, else its head and tail), so paired statistics can be computed later. Under
+``torchrun --nproc_per_node=K`` the cells (method x task x length x depth) are split over the ranks, each
+with the model on its own device, as ``ropelab passkey`` splits its cells (:mod:`ropelab.evaluate.shard`):
+the rows, their keys and the records every rank returns are those of one process, and a run stopped with
+any number of processes resumes with any other.
 
 >>> run = task_grid("smollm2", methods="none,yarn", factors=[2], tasks="niah-single,vt",
 ...                 lengths=[1024, 2048], depths=[0.5], trials=4, out="runs/tasks")  # doctest: +SKIP
@@ -26,56 +30,35 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ropelab.errors import RopeConfigError
-from ropelab.evaluate import batches, expand_methods, greedy_continue_batch, open_model, prefix_cache
-from ropelab.hf import extend
+from ropelab.evaluate import (
+    LoadedModel,
+    append_row,
+    batches,
+    expand_methods,
+    greedy_continue_batch,
+    job_lock,
+    my_share,
+    open_model,
+    prefix_cache,
+    shared_context,
+)
+from ropelab.hf import Extension, extend
 from ropelab.registry import MethodSpec
-from ropelab.report import append_jsonl, progress_bar, read_jsonl
-from ropelab.report.provenance import corpus_identity, is_current, resume_key, stamp
+from ropelab.report import progress_bar, read_jsonl
+from ropelab.report.provenance import is_current, resume_key
+from ropelab.tasks.cells import cell_row, cell_samples, cell_unit, haystack_identity, shown_prompt
 from ropelab.tasks.generators import Sample
 from ropelab.tasks.report import tasks_plots, tasks_table
 from ropelab.tasks.scoring import METRICS, score
 from ropelab.tasks.table import DEFAULT_TASKS, Task, parse_tasks
 from ropelab.tasks.text import Frame, Haystack, Measure, corpus_haystack, frame_for, token_counter
 from ropelab.tasks.verdict import Verdict, effective_lengths
-
-#: the version of the prompt wording (generators' templates); bump it when a template changes
-PROMPT_VERSION = 1
-#: a prompt longer than this (characters) is kept in a row as its head and tail, with its hash
-PROMPT_CHARS = 1500
-
-
-def _int_seed(*parts: Any) -> int:
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12], 16)
-
-
-def cell_samples(
-    task: Task,
-    measure: Measure,
-    haystack: Haystack,
-    length: int,
-    depth: float | None,
-    trials: int,
-    seed: int,
-) -> list[Sample]:
-    """The ``trials`` prompts of a cell: trial ``i`` seeded by ``(seed, task, length, depth, i)``, the
-    layout (haystack start, needle places) by ``(seed, task, length, depth)``."""
-    layout = _int_seed(seed, task.name, length, depth)
-    return [
-        task.generate(
-            measure,
-            length,
-            depth,
-            _int_seed(seed, task.name, length, depth, i),
-            layout=layout,
-            haystack=haystack,
-        )
-        for i in range(trials)
-    ]
+from ropelab.train.distributed import Dist, barrier, broadcast_object
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -88,14 +71,6 @@ def _prediction(tokenizer: Any, tokens: list[int]) -> str:
     stops = set(eos if isinstance(eos, list) else [eos]) - {None}
     cut = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
     return tokenizer.decode(tokens[:cut], skip_special_tokens=True)
-
-
-def shown_prompt(text: str) -> dict[str, Any]:
-    """A prompt as a row keeps it: whole if short, else its head and tail and its length."""
-    if len(text) <= PROMPT_CHARS:
-        return {"text": text}
-    half = PROMPT_CHARS // 2
-    return {"head": text[:half], "tail": text[-half:], "chars": len(text)}
 
 
 def run_cell(
@@ -154,9 +129,15 @@ class TasksRun:
     plots: list[Path] = field(default_factory=list)
     threshold: float | None = None
     note: str = ""
+    #: this process's rank of ``world`` under ``torchrun`` (every rank returns the same records)
+    rank: int = 0
+    world: int = 1
 
     def text(self) -> str:
-        """What ``ropelab tasks`` prints: the plots, the verdict lines, the table, the results file."""
+        """What ``ropelab tasks`` prints: the plots, the verdict lines, the table, the results file (under
+        ``torchrun``: rank 0; the other ranks one line)."""
+        if self.rank:
+            return f"rank {self.rank} of {self.world}: done; rank 0 prints the table"
         return "\n".join(
             [
                 *(f"plot: {p}" for p in self.plots),
@@ -211,7 +192,8 @@ def task_grid(
     ``haystack``: ``filler`` (default), ``stdlib``, a file, a folder or ``hf:NAME`` (:func:`ropelab.data.
     load_corpus`), or a :class:`Haystack`. ``chat``: None = the chat template where the tokenizer has one.
     ``threshold``: the effective-length threshold (default: method none's score at the trained length).
-    The aggregation tasks (common / frequent words) have no depth: one cell per length.
+    The aggregation tasks (common / frequent words) have no depth: one cell per length. Under ``torchrun``
+    every rank returns the same records; rank 0 holds ``out``, draws the plots and prints the table.
     """
     if trials < 1:
         raise RopeConfigError(f"trials must be >= 1 (--trials), got {trials}")
@@ -229,41 +211,86 @@ def task_grid(
     d, loaded, _ = open_model(
         model, tokenizer, name=model_name, dtype=dtype, device=device, threads=threads, log=log
     )
-    if d.distributed:
-        raise RopeConfigError("ropelab tasks runs in one process; run it without torchrun")
     extensions = loaded.extensions(specs)
     frame = frame_for(loaded.tokenizer, chat)
     measure = Measure(token_counter(loaded.tokenizer), frame)
     for task in chosen:  # every prompt fits its length, before the first cell runs
         for length in lengths:
             task.generate(measure, length, 0.0 if task.uses_depth else None, 0, haystack=hay)
-    identity = corpus_identity(f"tasks:{hay.name}", [hay.text, f"prompt-version {PROMPT_VERSION}"])
-    context = loaded.run_context("tasks", identity, threads)
+    context = loaded.run_context("tasks", haystack_identity(hay), threads)
+    context = shared_context(context, d)  # under torchrun: rank 0's, so rows are one process's
+    cells = [
+        _Cell(
+            spec,
+            task,
+            length,
+            depth,
+            resume_key(context, spec, **cell_unit(task, length, depth, trials, seed, frame)),
+        )
+        for spec in specs
+        for task in chosen
+        for length in lengths
+        for depth in (depths if task.uses_depth else [None])
+    ]
     out = Path(out)
-    result_file = out / "results.jsonl"
-    cells = []
-    for spec in specs:
-        for task in chosen:
-            for length in lengths:
-                for depth in depths if task.uses_depth else [None]:
-                    unit = {
-                        "task": task.name,
-                        "options": task.options,
-                        "length": length,
-                        "depth": depth,
-                        "trials": trials,
-                        "seed": seed,
-                        "new_tokens": task.new_tokens,
-                        "frame": [frame.kind, frame.head, frame.mid],
-                    }
-                    cells.append((spec, task, length, depth, resume_key(context, spec, **unit)))
-    done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "tasks" and is_current(r)}
-    bar = progress_bar(len(cells), desc="tasks", unit="cells", disable=not progress)
-    bar.update(sum(key in done for *_, key in cells))
+    with job_lock(out, d):  # one job per folder: two would write every cell twice
+        records = _grid(
+            loaded,
+            cells,
+            extensions,
+            context,
+            measure=measure,
+            hay=hay,
+            frame=frame,
+            trials=trials,
+            seed=seed,
+            batch_size=batch_size,
+            result_file=out / "results.jsonl",
+            progress=progress,
+            d=d,
+        )
+    verdicts, note = effective_lengths(records, threshold=threshold, trained_length=loaded.trained_length)
+    drawn = tasks_plots(records, out, title=loaded.name, threshold=threshold) if plots and d.main else []
+    return TasksRun(records, tasks_table(records), verdicts, out, drawn, threshold, note, d.rank, d.world)
+
+
+class _Cell(NamedTuple):
+    """One unit of the grid: a method on a task at one length and depth, with its resume key."""
+
+    spec: MethodSpec
+    task: Task
+    length: int
+    depth: float | None
+    key: str
+
+
+def _grid(
+    loaded: LoadedModel,
+    cells: Sequence[_Cell],
+    extensions: dict[str, Extension],
+    context: dict[str, Any],
+    *,
+    measure: Measure,
+    hay: Haystack,
+    frame: Frame,
+    trials: int,
+    seed: int,
+    batch_size: int,
+    result_file: Path,
+    progress: bool,
+    d: Dist,
+) -> list[dict[str, Any]]:
+    """Every cell's row, in the order of ``cells``, on every rank; this rank computes its share of the
+    cells not in ``result_file`` (:func:`ropelab.evaluate.my_share`) and appends their rows."""
+    # rank 0 (the only process of a one-process run) reads what is done and hands out the rest
+    done = _done_cells(result_file) if d.main else {}
+    mine = my_share([i for i, c in enumerate(cells) if c.key not in done], d)
+    bar = progress_bar(len(cells), desc="tasks", unit="cells", disable=not (progress and d.main))
+    shown = sum(c.key in done for c in cells)
+    bar.update(shown)
     current: MethodSpec | None = None
-    for spec, task, length, depth, key in cells:
-        if key in done:
-            continue
+    for i in mine:
+        spec, task, length, depth, key = cells[i]
         ext = extensions[spec.label]
         if spec is not current:
             extend(loaded.model, ext)
@@ -276,32 +303,46 @@ def task_grid(
         cell = run_cell(
             loaded.model, loaded.tokenizer, samples, frame, task.new_tokens, batch_size=batch_size
         )
-        row = stamp(
+        row = cell_row(
             context,
             spec,
             ext.resolved(),
             key=key,
-            task=task.name,
+            task=task,
             metric=samples[0].metric,
             length=length,
             depth=depth,
             seed=seed,
-            new_tokens=task.new_tokens,
-            frame=frame.kind,
-            haystack=hay.name,
-            prompt_version=PROMPT_VERSION,
+            frame=frame,
+            haystack=hay,
             seconds=time.perf_counter() - t0,
             batch_size=batch_size,
             **cell,
         )
-        out.mkdir(parents=True, exist_ok=True)
-        append_jsonl(result_file, row)
+        append_row(result_file, row, d)
         done[key] = row
-        bar.update(1)
+        if d.main:
+            if d.distributed:
+                done = _done_cells(result_file)  # the other ranks' too
+            now = sum(c.key in done for c in cells)
+            bar.update(now - shown)
+            shown = now
     if current is not None:
         extend(loaded.model, "none")
     bar.close()
-    records = [done[key] for *_, key in cells]
-    verdicts, note = effective_lengths(records, threshold=threshold, trained_length=loaded.trained_length)
-    drawn = tasks_plots(records, out, title=loaded.name, threshold=threshold) if plots else []
-    return TasksRun(records, tasks_table(records), verdicts, out, drawn, threshold, note)
+    barrier(d)  # every rank's cells are in the file
+    records = None
+    if d.main:
+        done = _done_cells(result_file) if d.distributed else done
+        missing = sum(c.key not in done for c in cells)
+        if missing:
+            raise RopeConfigError(
+                f"{missing} cells are missing from {result_file} after every rank finished: under torchrun "
+                "every rank must write to the same --out folder"
+            )
+        records = [done[c.key] for c in cells]
+    return list(broadcast_object(records, d))
+
+
+def _done_cells(result_file: Path) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "tasks" and is_current(r)}

@@ -23,8 +23,9 @@ import torch
 from ropelab.errors import RopeConfigError
 from ropelab.registry import parse_method
 from ropelab.report import append_jsonl, read_jsonl
-from ropelab.report.provenance import corpus_identity, is_current, resume_key, run_context, stamp
-from ropelab.tasks.grid import PROMPT_VERSION, TasksRun, cell_samples, shown_prompt
+from ropelab.report.provenance import is_current, resume_key, run_context
+from ropelab.tasks.cells import cell_row, cell_samples, cell_unit, haystack_identity, shown_prompt
+from ropelab.tasks.grid import TasksRun
 from ropelab.tasks.report import tasks_plots, tasks_table
 from ropelab.tasks.scoring import METRICS, score
 from ropelab.tasks.table import LAB_TASKS, Task, parse_tasks
@@ -85,7 +86,7 @@ def lab_task_grid(
     chosen = parse_tasks(tasks)
     hay = haystack if isinstance(haystack, Haystack) else corpus_haystack(haystack)
     measure, frame = Measure(lambda text: len(text.encode())), Frame()
-    identity = corpus_identity(f"tasks:{hay.name}", [hay.text, f"prompt-version {PROMPT_VERSION}"])
+    identity = haystack_identity(hay)
     out = Path(out)
     result_file = out / "results.jsonl"
     done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "tasks" and is_current(r)}
@@ -115,17 +116,7 @@ def lab_task_grid(
     records = []
     for i, task, length, depth in cells:
         model, spec, _, context = models[i]
-        unit = {
-            "task": task.name,
-            "options": task.options,
-            "length": length,
-            "depth": depth,
-            "trials": trials,
-            "seed": seed,
-            "new_tokens": task.new_tokens,
-            "frame": [frame.kind, frame.head, frame.mid],
-        }
-        key = resume_key(context, spec, **unit)
+        key = resume_key(context, spec, **cell_unit(task, length, depth, trials, seed, frame))
         if key not in done:
             t0 = time.perf_counter()
             samples = cell_samples(task, measure, hay, length, depth, trials, seed)
@@ -143,20 +134,18 @@ def lab_task_grid(
                     "scores": {m: [t[m] for t in per] for m in METRICS},
                     "score": sum(t[samples[0].metric] for t in per) / trials,
                 }
-            row = stamp(
+            row = cell_row(
                 context,
                 spec,
                 {},
                 key=key,
-                task=task.name,
+                task=task,
                 metric=samples[0].metric,
                 length=length,
                 depth=depth,
                 seed=seed,
-                new_tokens=task.new_tokens,
-                frame=frame.kind,
-                haystack=hay.name,
-                prompt_version=PROMPT_VERSION,
+                frame=frame,
+                haystack=hay,
                 prompt_tokens=[len(p) for p in prompts],
                 prompt=shown_prompt(texts[0]),
                 options=task.options,
