@@ -11,7 +11,8 @@
    NTK on that document and on the next held-out document, which the search never saw (each applied through
    the registry: ``parse_method`` -> ``ropelab.hf.make_extension`` -> ``ropelab.hf.extend``). Every loss is
    appended to ``OUT/losses.jsonl`` under (method, document, target, score_last, model fingerprint), so an
-   interrupted run resumes and a changed setting is recomputed.
+   interrupted run resumes and a changed setting is recomputed. A second process started with
+   ``--baselines-only`` computes the methods that do not depend on the search (last first) beside it.
 3. The exported ``rope_parameters`` (``best.json``) loaded by transformers (a ``LlamaForCausalLM`` built
    from the config with them, holding the same weights) against ropelab's extension of the same model: the
    largest logit difference over the last ``--check-keep`` positions of a ``--check-length``-token input
@@ -54,6 +55,37 @@ def same_tokens_loss(loaded, spec, ids: torch.Tensor, target: int, score_last: i
     return sums.nll / sums.tokens
 
 
+def read_store(store: Path) -> dict[str, dict]:
+    """The rows of ``losses.jsonl`` by key (re-read before every evaluation: two processes share it)."""
+    if not store.exists():
+        return {}
+    return {r["key"]: r for r in map(json.loads, store.read_text().splitlines())}
+
+
+def stored_loss(store: Path, label: str, spec, doc: tuple[str, torch.Tensor], loaded, args) -> dict:
+    """The row of (method, document) from ``store``, computed and appended when absent."""
+    name, ids = doc
+    key = json.dumps([spec.label, name, args.target, args.score_last, loaded.model_id, args.corpus])
+    done = read_store(store)
+    if key in done:
+        return done[key]
+    a0, b0 = clocks()
+    loss = same_tokens_loss(loaded, spec, ids, args.target, args.score_last)
+    a1, b1 = clocks()
+    row = {
+        "key": key,
+        "method": label,
+        "document": name,
+        "loss": loss,
+        "wall_s": round(a1 - a0, 1),
+        "cpu_s": round(b1 - b0, 1),
+    }
+    with store.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{label} on {name}: {loss:.4f} ({row['wall_s']} s wall, {row['cpu_s']} s CPU)", flush=True)
+    return row
+
+
 def export_check(loaded, run, length: int, keep: int) -> dict:
     """Largest |logit difference| between transformers loading ``run.rope_parameters`` and ropelab's
     ``longrope`` extension of the same weights, over the last ``keep`` positions of ``length`` tokens."""
@@ -89,6 +121,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-length", type=int, default=8448)
     ap.add_argument("--check-keep", type=int, default=256)
+    ap.add_argument("--baselines-only", action="store_true", help="only the methods the search does not set")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -100,6 +133,21 @@ def main() -> None:
         raise SystemExit(
             f"error: the corpus {args.corpus} has fewer than 2 held-out documents of {args.target} tokens"
         )
+
+    methods = {
+        "none": parse_method("none"),
+        "yarn(factor=2)": parse_method("yarn", factor=2.0),
+        "yarn(factor=4)": parse_method("yarn", factor=4.0),
+        "ntk(factor=2)": parse_method("ntk", factor=2.0),
+        "dynamic": parse_method("dynamic"),
+    }
+    store = args.out / "losses.jsonl"
+    which_doc = dict(zip(("search's document", "unseen document"), docs, strict=True))
+    if args.baselines_only:  # a second process: the methods that do not need the search, last first
+        for label, spec in reversed(methods.items()):
+            for which in reversed(which_doc):
+                stored_loss(store, label, spec, which_doc[which], loaded, args)
+        return
 
     w0, c0 = clocks()
     settings = SearchSettings(population=args.population, budget=args.budget, seed=args.seed)
@@ -116,46 +164,15 @@ def main() -> None:
     w1, c1 = clocks()
 
     trained = loaded.trained_length
-    methods = {
-        "searched longrope": longrope_spec(run.best, scale=run.space.scale),
-        "none": parse_method("none"),
-        "yarn(factor=2)": parse_method("yarn", factor=2.0),
-        "yarn(factor=4)": parse_method("yarn", factor=4.0),
-        "ntk(factor=2)": parse_method("ntk", factor=2.0),
-        "dynamic": parse_method("dynamic"),
-    }
-    store = args.out / "losses.jsonl"
-    done = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            r = json.loads(line)
-            done[r["key"]] = r
+    methods = {"searched longrope": longrope_spec(run.best, scale=run.space.scale), **methods}
     losses: dict[str, dict[str, float]] = {}
     for label, spec in methods.items():
-        for which, (name, ids) in zip(("search's document", "unseen document"), docs, strict=True):
-            key = json.dumps(
-                [spec.label, name, args.target, args.score_last, loaded.model_id, args.corpus], sort_keys=True
-            )
+        for which, doc in which_doc.items():
             if label == "searched longrope" and which == "search's document":
                 losses.setdefault(label, {})[which] = run.best_loss  # the search's own evaluation
                 continue
-            if key not in done:
-                a0, b0 = clocks()
-                loss = same_tokens_loss(loaded, spec, ids, args.target, args.score_last)
-                a1, b1 = clocks()
-                row = {
-                    "key": key,
-                    "method": label,
-                    "document": name,
-                    "loss": loss,
-                    "wall_s": round(a1 - a0, 1),
-                    "cpu_s": round(b1 - b0, 1),
-                }
-                with store.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                done[key] = row
-                print(f"{label} on {name}: {loss:.4f} ({row['wall_s']} s)", flush=True)
-            losses.setdefault(label, {})[which] = done[key]["loss"]
+            losses.setdefault(label, {})[which] = stored_loss(store, label, spec, doc, loaded, args)["loss"]
+    done = read_store(store)
     check = export_check(loaded, run, args.check_length, args.check_keep)
     summary = {
         "model": args.model,
