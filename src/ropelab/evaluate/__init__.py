@@ -14,7 +14,8 @@ For other job packages (``ropelab.tasks``), the building blocks of a grid: :func
 :func:`prefix_cache` (a prompt prefix's KV cache, computed once), :func:`greedy_continue_batch` (greedy
 decoding after it, a batch of continuations of one token length), :func:`batches`; and of its split over
 ``torchrun``'s ranks (:mod:`ropelab.evaluate.shard`): :func:`job_lock`, :func:`shared_context`,
-:func:`my_share`, :func:`append_row`.
+:func:`run_cells` (a grid of cells with resume keys, split over the ranks, one row each), :func:`done_rows`,
+and its pieces :func:`my_share`, :func:`append_row`.
 
 The renderers (:func:`eval_tables`, :func:`eval_report`, :func:`passkey_table`, :func:`eval_plots`,
 :func:`passkey_plots`, :func:`eval_ci_tables`, :func:`eval_paired_tables`) take rows, from a run or
@@ -50,7 +51,7 @@ from ropelab.evaluate.setup import (
     resolve_device,
     resolve_dtype,
 )
-from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
+from ropelab.evaluate.shard import append_row, done_rows, job_lock, my_share, run_cells, shared_context
 from ropelab.evaluate.sweep import documents_identity, tokenize_documents
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "append_row",
     "batches",
     "documents_identity",
+    "done_rows",
     "eval_ci_tables",
     "eval_paired_tables",
     "eval_plots",
@@ -89,6 +91,7 @@ __all__ = [
     "render_results",
     "resolve_device",
     "resolve_dtype",
+    "run_cells",
     "shared_context",
     "token_nll",
     "tokenize_documents",

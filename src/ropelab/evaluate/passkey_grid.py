@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -26,12 +26,11 @@ from ropelab.errors import RopeConfigError
 from ropelab.evaluate.passkey import FILLER, INTRO, QUESTION, cell_prompts, key_line, run_cell
 from ropelab.evaluate.report import passkey_plots, passkey_table
 from ropelab.evaluate.setup import expand_methods, open_model
-from ropelab.evaluate.shard import append_row, job_lock, my_share, shared_context
-from ropelab.hf import Extension, extend
+from ropelab.evaluate.shard import job_lock, run_cells, shared_context
+from ropelab.hf import Extension
 from ropelab.registry import MethodSpec
-from ropelab.report import read_jsonl
-from ropelab.report.provenance import corpus_identity, is_current, resume_key, stamp
-from ropelab.train.distributed import Dist, barrier, broadcast_object
+from ropelab.report.provenance import corpus_identity, resume_key, stamp
+from ropelab.train.distributed import Dist
 
 #: tokens generated per trial (the first number in them is the answer)
 NEW_TOKENS = 8
@@ -141,6 +140,15 @@ def passkey_grid(
     return PasskeyRun(records, passkey_table(records), out, drawn, loaded.trained_length, d.rank, d.world)
 
 
+class _Cell(NamedTuple):
+    """One unit of the grid: a method at one length and depth, with its resume key."""
+
+    spec: MethodSpec
+    length: int
+    depth: float
+    key: str
+
+
 def _grid(
     model: Any,
     tokenizer: Any,
@@ -156,11 +164,8 @@ def _grid(
     d: Dist,
     batch_size: int = 1,
 ) -> list[dict[str, Any]]:
-    from ropelab.report import progress_bar
-
-    result_file = out / "results.jsonl"
     cells = [
-        (
+        _Cell(
             spec,
             length,
             depth,
@@ -172,59 +177,39 @@ def _grid(
         for length in lengths
         for depth in depths
     ]
-    # rank 0 (the only process of a one-process run) reads what is done and hands out the rest
-    done = _done_cells(result_file) if d.main else {}
-    mine = my_share([i for i, (*_, key) in enumerate(cells) if key not in done], d)
-    bar = progress_bar(len(cells), desc="passkey", unit="cells", disable=not (progress and d.main))
-    shown = sum(key in done for *_, key in cells)
-    bar.update(shown)
-    current: MethodSpec | None = None
-    for i in mine:
-        spec, length, depth, key = cells[i]
-        ext = extensions[spec.label]
-        if spec is not current:
-            extend(model, ext)
-            current = spec
-        bar.set_postfix_str(f"{spec.label} L={length} depth={depth:g}")
+
+    def compute(cell: _Cell, ext: Extension) -> dict[str, Any]:
         t0 = time.perf_counter()
-        cell = run_cell(
-            model, tokenizer, length, depth, trials, seed, new_tokens=NEW_TOKENS, batch_size=batch_size
+        found = run_cell(
+            model,
+            tokenizer,
+            cell.length,
+            cell.depth,
+            trials,
+            seed,
+            new_tokens=NEW_TOKENS,
+            batch_size=batch_size,
         )
-        row = stamp(
+        return stamp(
             context,
-            spec,
+            cell.spec,
             ext.resolved(),
-            key=key,
+            key=cell.key,
             seed=seed,
             new_tokens=NEW_TOKENS,
             seconds=time.perf_counter() - t0,
             batch_size=batch_size,
-            **cell,
+            **found,
         )
-        append_row(result_file, row, d)
-        done[key] = row
-        if d.main:
-            if d.distributed:
-                done = _done_cells(result_file)  # the other ranks' too
-            now = sum(key in done for *_, key in cells)
-            bar.update(now - shown)
-            shown = now
-    if current is not None:
-        extend(model, "none")
-    bar.close()
-    barrier(d)  # every rank's cells are in the file
-    records = None
-    if d.main:
-        done = _done_cells(result_file) if d.distributed else done
-        missing = sum(key not in done for *_, key in cells)
-        if missing:
-            raise RopeConfigError(
-                f"{missing} cells are missing from {result_file} after every rank finished: under torchrun "
-                "every rank must write to the same --out folder"
-            )
-        records = [done[key] for *_, key in cells]
-    return list(broadcast_object(records, d))
 
-
-def _done_cells(result_file: Path) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "passkey" and is_current(r)}
+    return run_cells(
+        cells,
+        compute,
+        out / "results.jsonl",
+        d,
+        model=model,
+        extensions=extensions,
+        command="passkey",
+        progress=progress,
+        postfix=lambda c: f"{c.spec.label} L={c.length} depth={c.depth:g}",
+    )

@@ -14,6 +14,10 @@ written as one row the moment it is done and skipped by a rerun that finds its r
 - after a barrier, rank 0 reads every unit's row back and writes what is built from them (``eval``'s
   per-method aggregates; the report and plots), and every rank returns the same records.
 
+:func:`run_cells` is that loop for a grid of cells of one row each (``passkey``, ``tasks``), with
+:func:`done_rows` (the rows a rerun reuses); ``eval`` runs its own (documents batched per method, and the
+per-method aggregates written as their documents come in).
+
 Every row carries rank 0's run context (:func:`shared_context`): rows and resume keys are those one
 process on rank 0's device writes, so a sweep started with K processes resumes with any other number,
 one included. Killed at any point, a sweep loses only the units in flight; the same command (any K)
@@ -26,23 +30,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from ropelab.errors import RopeConfigError
 from ropelab.fsutil import folder_lock
-from ropelab.report import append_jsonl
-from ropelab.train.distributed import Dist, broadcast_object, sum_over_ranks
+from ropelab.hf import Extension, extend
+from ropelab.registry import MethodSpec
+from ropelab.report import append_jsonl, progress_bar, read_jsonl
+from ropelab.report.provenance import is_current
+from ropelab.train.distributed import Dist, barrier, broadcast_object, sum_over_ranks
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks (and no gloo multi-process runs)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["append_row", "job_lock", "my_share", "shared_context"]
+__all__ = ["Cell", "append_row", "done_rows", "job_lock", "my_share", "run_cells", "shared_context"]
 
 T = TypeVar("T")
 
@@ -126,3 +133,84 @@ def append_row(path: str | Path, row: Mapping[str, Any], d: Dist) -> None:
         return
     with _exclusive(Path(path)):
         append_jsonl(path, dict(row))
+
+
+class Cell(Protocol):
+    """What :func:`run_cells` needs of a cell: its resume key and its method (any other fields are the
+    caller's, e.g. a ``NamedTuple`` of method, length, depth and key)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def spec(self) -> MethodSpec: ...
+
+
+C = TypeVar("C", bound=Cell)
+
+
+def done_rows(result_file: str | Path, command: str) -> dict[str, dict[str, Any]]:
+    """The rows of ``result_file`` a rerun of ``command`` reuses, by resume key: that command's rows of the
+    current layout (:func:`~ropelab.report.provenance.is_current`); a later row of a key wins."""
+    return {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == command and is_current(r)}
+
+
+def run_cells(
+    cells: Sequence[C],
+    compute: Callable[[C, Extension], dict[str, Any]],
+    result_file: Path,
+    d: Dist,
+    *,
+    model: Any,
+    extensions: Mapping[str, Extension],
+    command: str,
+    progress: bool,
+    postfix: Callable[[C], str],
+) -> list[dict[str, Any]]:
+    """Every cell's row, in the order of ``cells``, on every rank (see the module doc).
+
+    Rank 0 (the only process of a one-process run) reads the cells already in ``result_file``
+    (:func:`done_rows` of ``command``) and hands out the rest (:func:`my_share`); this rank computes its
+    share in the order of ``cells``: ``compute(cell, ext)`` with ``model`` extended by ``ext =
+    extensions[cell.spec.label]`` (switched only where the method changes, back to ``none`` at the end)
+    returns the cell's stamped row, appended at once (:func:`append_row`). Rank 0's progress bar (named
+    ``command``, with ``postfix(cell)`` beside it) counts every rank's cells. Raises if a cell's row is
+    missing after every rank finished (ranks writing to different folders).
+    """
+    done = done_rows(result_file, command) if d.main else {}
+    mine = my_share([i for i, c in enumerate(cells) if c.key not in done], d)
+    bar = progress_bar(len(cells), desc=command, unit="cells", disable=not (progress and d.main))
+    shown = sum(c.key in done for c in cells)
+    bar.update(shown)
+    current: MethodSpec | None = None
+    for i in mine:
+        cell = cells[i]
+        ext = extensions[cell.spec.label]
+        if cell.spec is not current:
+            extend(model, ext)
+            current = cell.spec
+        bar.set_postfix_str(postfix(cell))
+        row = compute(cell, ext)
+        append_row(result_file, row, d)
+        done[cell.key] = row
+        if d.main:
+            if d.distributed:
+                done = done_rows(result_file, command)  # the other ranks' too
+            now = sum(c.key in done for c in cells)
+            bar.update(now - shown)
+            shown = now
+    if current is not None:
+        extend(model, "none")
+    bar.close()
+    barrier(d)  # every rank's cells are in the file
+    records = None
+    if d.main:
+        done = done_rows(result_file, command) if d.distributed else done
+        missing = sum(c.key not in done for c in cells)
+        if missing:
+            raise RopeConfigError(
+                f"{missing} cells are missing from {result_file} after every rank finished: under torchrun "
+                "every rank must write to the same --out folder"
+            )
+        records = [done[c.key] for c in cells]
+    return list(broadcast_object(records, d))

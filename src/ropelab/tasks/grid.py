@@ -37,20 +37,18 @@ import torch
 from ropelab.errors import RopeConfigError
 from ropelab.evaluate import (
     LoadedModel,
-    append_row,
     batches,
     expand_methods,
     greedy_continue_batch,
     job_lock,
-    my_share,
     open_model,
     prefix_cache,
+    run_cells,
     shared_context,
 )
-from ropelab.hf import Extension, extend
+from ropelab.hf import Extension
 from ropelab.registry import MethodSpec
-from ropelab.report import progress_bar, read_jsonl
-from ropelab.report.provenance import is_current, resume_key
+from ropelab.report.provenance import resume_key
 from ropelab.tasks.cells import cell_row, cell_samples, cell_unit, haystack_identity, shown_prompt
 from ropelab.tasks.generators import Sample
 from ropelab.tasks.report import tasks_plots, tasks_table
@@ -58,7 +56,7 @@ from ropelab.tasks.scoring import METRICS, score
 from ropelab.tasks.table import DEFAULT_TASKS, Task, parse_tasks
 from ropelab.tasks.text import Frame, Haystack, Measure, corpus_haystack, frame_for, token_counter
 from ropelab.tasks.verdict import Verdict, effective_lengths
-from ropelab.train.distributed import Dist, barrier, broadcast_object
+from ropelab.train.distributed import Dist
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -281,68 +279,43 @@ def _grid(
     d: Dist,
 ) -> list[dict[str, Any]]:
     """Every cell's row, in the order of ``cells``, on every rank; this rank computes its share of the
-    cells not in ``result_file`` (:func:`ropelab.evaluate.my_share`) and appends their rows."""
-    # rank 0 (the only process of a one-process run) reads what is done and hands out the rest
-    done = _done_cells(result_file) if d.main else {}
-    mine = my_share([i for i, c in enumerate(cells) if c.key not in done], d)
-    bar = progress_bar(len(cells), desc="tasks", unit="cells", disable=not (progress and d.main))
-    shown = sum(c.key in done for c in cells)
-    bar.update(shown)
-    current: MethodSpec | None = None
-    for i in mine:
-        spec, task, length, depth, key = cells[i]
-        ext = extensions[spec.label]
-        if spec is not current:
-            extend(loaded.model, ext)
-            current = spec
-        bar.set_postfix_str(
-            f"{spec.label} {task.name} L={length}" + ("" if depth is None else f" d={depth:g}")
-        )
+    cells not in ``result_file`` (:func:`ropelab.evaluate.run_cells`) and appends their rows."""
+
+    def compute(cell: _Cell, ext: Extension) -> dict[str, Any]:
         t0 = time.perf_counter()
-        samples = cell_samples(task, measure, hay, length, depth, trials, seed)
-        cell = run_cell(
-            loaded.model, loaded.tokenizer, samples, frame, task.new_tokens, batch_size=batch_size
+        samples = cell_samples(cell.task, measure, hay, cell.length, cell.depth, trials, seed)
+        found = run_cell(
+            loaded.model, loaded.tokenizer, samples, frame, cell.task.new_tokens, batch_size=batch_size
         )
-        row = cell_row(
+        return cell_row(
             context,
-            spec,
+            cell.spec,
             ext.resolved(),
-            key=key,
-            task=task,
+            key=cell.key,
+            task=cell.task,
             metric=samples[0].metric,
-            length=length,
-            depth=depth,
+            length=cell.length,
+            depth=cell.depth,
             seed=seed,
             frame=frame,
             haystack=hay,
             seconds=time.perf_counter() - t0,
             batch_size=batch_size,
-            **cell,
+            **found,
         )
-        append_row(result_file, row, d)
-        done[key] = row
-        if d.main:
-            if d.distributed:
-                done = _done_cells(result_file)  # the other ranks' too
-            now = sum(c.key in done for c in cells)
-            bar.update(now - shown)
-            shown = now
-    if current is not None:
-        extend(loaded.model, "none")
-    bar.close()
-    barrier(d)  # every rank's cells are in the file
-    records = None
-    if d.main:
-        done = _done_cells(result_file) if d.distributed else done
-        missing = sum(c.key not in done for c in cells)
-        if missing:
-            raise RopeConfigError(
-                f"{missing} cells are missing from {result_file} after every rank finished: under torchrun "
-                "every rank must write to the same --out folder"
-            )
-        records = [done[c.key] for c in cells]
-    return list(broadcast_object(records, d))
 
+    def postfix(cell: _Cell) -> str:
+        depth = "" if cell.depth is None else f" d={cell.depth:g}"
+        return f"{cell.spec.label} {cell.task.name} L={cell.length}{depth}"
 
-def _done_cells(result_file: Path) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "tasks" and is_current(r)}
+    return run_cells(
+        cells,
+        compute,
+        result_file,
+        d,
+        model=loaded.model,
+        extensions=extensions,
+        command="tasks",
+        progress=progress,
+        postfix=postfix,
+    )
