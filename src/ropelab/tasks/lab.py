@@ -21,9 +21,10 @@ from typing import Any
 import torch
 
 from ropelab.errors import RopeConfigError
+from ropelab.evaluate import done_rows
 from ropelab.registry import parse_method
-from ropelab.report import append_jsonl, read_jsonl
-from ropelab.report.provenance import is_current, resume_key, run_context
+from ropelab.report import append_jsonl
+from ropelab.report.provenance import resume_key, run_context
 from ropelab.tasks.cells import cell_row, cell_samples, cell_unit, haystack_identity, shown_prompt
 from ropelab.tasks.grid import TasksRun
 from ropelab.tasks.report import tasks_plots, tasks_table
@@ -89,7 +90,7 @@ def lab_task_grid(
     identity = haystack_identity(hay)
     out = Path(out)
     result_file = out / "results.jsonl"
-    done = {r["key"]: r for r in read_jsonl(result_file) if r.get("command") == "tasks" and is_current(r)}
+    done = done_rows(result_file, "tasks")
     models = []
     for path in paths:
         meta_model, meta = load_checkpoint(path)
