@@ -9,16 +9,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-import torch
 
 pytest.importorskip("transformers")
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 import ropelab.evaluate.shard as shard
 from ropelab.evaluate import done_rows, run_cells
 from ropelab.hf import Extension, make_extension
 from ropelab.registry import MethodSpec, parse_methods
-from ropelab.report.provenance import resume_key, run_context, stamp
+from ropelab.report.provenance import resume_key, stamp, table_context
 from ropelab.train.distributed import Dist
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -30,35 +29,13 @@ class _Cell(NamedTuple):
     key: str
 
 
-def _tiny_llama() -> torch.nn.Module:
-    config = AutoConfig.for_model(
-        "llama",
-        hidden_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_hidden_layers=1,
-        intermediate_size=48,
-        vocab_size=50,
-        max_position_embeddings=64,
-    )
-    return AutoModelForCausalLM.from_config(config).eval()
-
-
 def test_run_cells_resumes_by_key_keeps_cell_order_and_switches_methods_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = _tiny_llama()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     specs = parse_methods("none,linear(factor=2)")
     extensions = {s.label: make_extension(model.config, s) for s in specs}
-    context = run_context(
-        command="unit",
-        model="tiny",
-        model_id="0",
-        trained_length=64,
-        dtype="float32",
-        device="cpu",
-        corpus=None,
-    )
+    context = table_context(command="unit")  # a run context with no model fields: enough for keys
     cells = [_Cell(s, n, resume_key(context, s, length=n)) for s in specs for n in (16, 32, 64)]
     result_file = tmp_path / "results.jsonl"
     computed: list[tuple[str, int]] = []
