@@ -317,3 +317,35 @@ def test_cli_searches_the_lab_model_and_refuses_bad_input(
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error" in err and "Traceback" not in err
+
+
+def test_exported_longrope_far_out_with_float32_angles(tiny_search, tiny_model_dir: Path) -> None:
+    """Far beyond the trained length a float32 angle ``p * theta`` is off by up to half an ulp, so ropelab's
+    float64 tables and transformers' float32 ones part (SmolLM2 at 8448 tokens: logits 1e-3 apart); with
+    ``precision="float32"`` ropelab's attention route computes transformers' arithmetic and equals it."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM
+
+    from ropelab.hf import extend, make_extension
+    from ropelab.search import longrope_spec
+
+    run = tiny_search
+    ids = torch.randint(0, 300, (1, 1536), generator=torch.Generator().manual_seed(1))
+    ours = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    theirs = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, rope_parameters=run.rope_parameters, max_position_embeddings=run.target
+    ).eval()
+    ext = make_extension(ours.config, longrope_spec(run.best, scale=run.space.scale))
+    with torch.no_grad():
+        b = theirs(ids).logits
+        extend(ours, ext)
+        exact = ours(ids).logits
+        extend(ours, dataclasses.replace(ext, precision="float32"))
+        same = ours(ids).logits
+    assert (exact - b).abs().max() > 0  # the float32 angles differ out here
+    assert (same - b).abs().max() < 1e-6
+    assert dataclasses.replace(ext, precision="float32").resolved()["precision"] == "float32"
+    assert "precision" not in ext.resolved()  # the default leaves every row and key as it was
+    with pytest.raises(RopeConfigError, match="precision must be"):
+        dataclasses.replace(ext, precision="float16")

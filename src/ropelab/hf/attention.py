@@ -64,8 +64,8 @@ def make_attention(ext: Extension) -> Any:
         if ext.attention != "rope":
             out = attention_level(ext, query, key, value, q_pos, k_pos, attention_mask, scaling)
             return out.transpose(1, 2).contiguous(), None
-        cos_q, sin_q = rope.cos_sin(q_pos, dtype=query.dtype, seq_len=seq_len)
-        cos_k, sin_k = rope.cos_sin(k_pos, dtype=key.dtype, seq_len=seq_len)
+        cos_q, sin_q = rope.cos_sin(q_pos, dtype=query.dtype, seq_len=seq_len, precision=ext.precision)
+        cos_k, sin_k = rope.cos_sin(k_pos, dtype=key.dtype, seq_len=seq_len, precision=ext.precision)
         q = rotate(query, cos_q, sin_q)
         k = rotate(key, cos_k, sin_k)
         if rope.config.log_n:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ropelab.errors import RopeConfigError
 from ropelab.rope.core import Rope
 
 
@@ -24,6 +25,17 @@ class Extension:
     group: int | None = None
     native: bool = False
     layer_types: tuple[str, ...] | None = None  # per-layer-type models: the layer types it replaces
+    #: the arithmetic of the cos/sin angles on ropelab's attention route (:meth:`ropelab.Rope.cos_sin`):
+    #: ``float64`` (default: angles from the float32 frequencies in float64, the exact table) or
+    #: ``float32`` (transformers' own rotary arithmetic: at position p a float32 angle is off by up to half
+    #: an ulp of ``p * theta``, about 2.4e-4 rad near p = 6000 for the fastest pairs, which moves logits by
+    #: ~1e-3 over a 30-layer model; ``float32`` reproduces what transformers computes from the same
+    #: frequencies). ``dataclasses.replace(ext, precision="float32")`` before :func:`ropelab.hf.extend`.
+    precision: str = "float64"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("float64", "float32"):
+            raise RopeConfigError(f"precision must be 'float64' or 'float32', got {self.precision!r}")
 
     def resolved(self) -> dict[str, Any]:
         """Every parameter the method runs with, the defaults filled in (what results rows record).
@@ -45,6 +57,8 @@ class Extension:
                 out[key] = getattr(self, key)
         if self.layer_types is not None:
             out["layer_types"] = list(self.layer_types)
+        if self.precision != "float64":
+            out["precision"] = self.precision
         return dict(sorted(out.items()))
 
     def describe(self) -> dict[str, Any]:
