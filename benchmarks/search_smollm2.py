@@ -16,7 +16,8 @@
 3. The exported ``rope_parameters`` (``best.json``) loaded by transformers (a ``LlamaForCausalLM`` built
    from the config with them, holding the same weights) against ropelab's extension of the same model: the
    largest logit difference over the last ``--check-keep`` positions of a ``--check-length``-token input
-   (beyond the trained length, so transformers uses the long factors).
+   (beyond the trained length, so transformers uses the long factors), with ropelab's float64 angles
+   (its default) and with ``Extension.precision = "float32"`` (transformers' arithmetic).
 
 Writes ``OUT/summary.json`` and prints a markdown table. Not in the benchmark suite (an hour of CPU).
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -88,24 +90,28 @@ def stored_loss(store: Path, label: str, spec, doc: tuple[str, torch.Tensor], lo
 
 def export_check(loaded, run, length: int, keep: int) -> dict:
     """Largest |logit difference| between transformers loading ``run.rope_parameters`` and ropelab's
-    ``longrope`` extension of the same weights, over the last ``keep`` positions of ``length`` tokens."""
-    ids = torch.randint(
-        0, loaded.model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0)
-    )
+    ``longrope`` extension of the same weights, over the last ``keep`` positions of ``length`` tokens: with
+    ropelab's default float64 angles and with ``precision="float32"`` (transformers' arithmetic)."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, loaded.model.config.vocab_size, (1, length), generator=gen)
     cfg = copy.deepcopy(loaded.model.config)
     cfg.rope_parameters = dict(run.rope_parameters)
     cfg.max_position_embeddings = run.target
     theirs = type(loaded.model)(cfg).eval()
     theirs.load_state_dict(loaded.model.state_dict())
-    extend(loaded.model, longrope_spec(run.best, scale=run.space.scale))
-    try:
-        with torch.no_grad():
-            a = loaded.model(ids, logits_to_keep=keep).logits
-            b = theirs(ids, logits_to_keep=keep).logits
-    finally:
-        extend(loaded.model, "none")
     assert theirs.config.rope_parameters["rope_type"] == "longrope"
-    return {"length": length, "positions": keep, "max_abs_logit_diff": float((a - b).abs().max())}
+    ext = make_extension(loaded.model.config, longrope_spec(run.best, scale=run.space.scale))
+    out = {"length": length, "positions": keep}
+    with torch.no_grad():
+        b = theirs(ids, logits_to_keep=keep).logits
+        for precision in ("float64", "float32"):
+            extend(loaded.model, dataclasses.replace(ext, precision=precision))
+            try:
+                a = loaded.model(ids, logits_to_keep=keep).logits
+            finally:
+                extend(loaded.model, "none")
+            out[f"max_abs_logit_diff_{precision}_angles"] = float((a - b).abs().max())
+    return out
 
 
 def main() -> None:
