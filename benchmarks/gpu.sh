@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # benchmarks/gpu.sh: ropelab on one NVIDIA GPU, at most 10 minutes, run as it is from the repository root
-# (or anywhere: it cd's there). Writes the "GPU" section of benchmarks/RESULTS.md.
+# (or anywhere: it cd's there). Two jobs, one per device call:
 #
-# Steps (each under its own timeout, the measuring ones ending by 560 s, the report by 590 s; budget in s):
+#   bash benchmarks/gpu.sh [scale]   speed and memory at scale (issue 13): the "GPU" section of RESULTS.md
+#   bash benchmarks/gpu.sh tables    SmolLM2 result tables too long for a CPU (issue 14's task table and
+#                                    key-token loss; issue 13's context table on more documents)
+#
+# Job `scale`: steps (each under its own timeout, the measuring ones ending by 560 s, the report by 590 s):
 #   check     nvidia-smi answers and a Python whose torch sees CUDA exists          (<= 30)
 #   prepare   the corpus (stdlib files joined into one long document) and, without
 #             SmolLM2's weights, SmolLM2-135M's architecture with random weights    (<= 90)
@@ -13,6 +17,19 @@
 #   report    the GPU section of benchmarks/RESULTS.md                               (<= 30)
 # A step that fails or times out is reported as such in the section; the others still run; the exit
 # status is then 3 (0 when every step ran).
+#
+# Job `tables` (SmolLM2's weights required: without them it stops with one line), bf16 on cuda, each run
+# resumable and seeded from the rows committed under docs/gpu/ (a timed-out step keeps its finished cells
+# and units; the next call, in this session or a later one, goes on from them):
+#   tasks     ropelab tasks: none, YaRN s=2 and 4, dynamic, Self-Extend (4, 1024), ReRoPE + log-n; every
+#             task at 2k-16k, depth 0.5, 20 trials per cell                        (<= 380)
+#   keytokens ropelab eval --key-tokens 1k at 2k-16k, 8 stdlib documents, the key tokens found by
+#             YaRN s=4 (the unmodified model fails beyond 8k)                       (<= 100)
+#   context   benchmarks/smollm2_context.sh's sweep (8 methods, 4k-32k, last 256 tokens) on 4 documents
+#             of each corpus                                                         (the time left)
+# Output: the run folders under $GPU_WORK/tables and, when $OUT is set, $OUT/tables.tar.gz (one file: the
+# plots' names hold parentheses, which a device call may not bring back): `tar -xzf FILES_AT/tables.tar.gz
+# -C docs/gpu --strip-components 1` and commit; `ropelab report docs/gpu/tasks` prints the tables again.
 #
 # No GPU (nvidia-smi missing or silent, or torch.cuda.is_available() false): one line on stderr, exit 1.
 #
@@ -39,6 +56,12 @@ die() {
     echo "gpu.sh: $*" >&2
     exit 1
 }
+JOB=${1:-scale}
+case "$JOB" in
+scale | tables) ;;
+*) die "unknown job '$JOB': bash benchmarks/gpu.sh [scale|tables]" ;;
+esac
+[ $# -le 1 ] || die "one job at a time: bash benchmarks/gpu.sh [scale|tables]"
 
 # --- check: a GPU and a Python whose torch sees it ---------------------------------------------------
 command -v nvidia-smi >/dev/null 2>&1 || die "no NVIDIA GPU here: nvidia-smi not found (this script needs one NVIDIA GPU)"
@@ -116,6 +139,35 @@ step() {
     [ "$rc" -eq 0 ]
 }
 
+# --- job tables: resumable result runs, seeded from docs/gpu/, copied to $OUT/tables -------------------
+TASK_METHODS="none,yarn(factor=2),yarn(factor=4),dynamic,self-extend(group=4,window=1024),rerope+log-n"
+CONTEXT_METHODS="none,ntk(factor=4),yarn(factor=4),dynamic,self-extend(group=4,window=1024),self-extend(group=8,window=2048),rerope+log-n,leaky-rerope"
+run_tables() {
+    local tables="$WORK/tables" name
+    rm -rf "$tables"
+    mkdir -p "$tables"
+    for name in tasks key-tokens context-code context-english; do
+        mkdir -p "$tables/$name"
+        [ -d "docs/gpu/$name" ] && cp -r "docs/gpu/$name/." "$tables/$name/"
+    done
+    local on=(--model "$MODEL" --device cuda --dtype bf16 --quiet)
+    step tasks 380 "$PY" -m ropelab tasks "${on[@]}" --method "$TASK_METHODS" --lengths 2k,4k,8k,16k \
+        --depths 0.5 --trials 20 --batch-size 20 --out "$tables/tasks"
+    step keytokens 100 "$PY" -m ropelab eval "${on[@]}" --method "$TASK_METHODS" --lengths 2k,4k,8k,16k \
+        --docs 8 --key-tokens 1k --baseline "yarn(factor=4)" --out "$tables/key-tokens"
+    step context-code 120 "$PY" -m ropelab eval "${on[@]}" --corpus stdlib --docs 4 --score-last 256 \
+        --lengths 4k,8k,16k,32k --method "$CONTEXT_METHODS" --baseline none --out "$tables/context-code"
+    step context-english 120 "$PY" -m ropelab eval "${on[@]}" --corpus pydoc --docs 4 --score-last 256 \
+        --lengths 4k,8k,16k,32k --method "$CONTEXT_METHODS" --baseline none --out "$tables/context-english"
+    if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+        tar -czf "$OUT/tables.tar.gz" -C "$WORK" tables
+        tar -czf "$OUT/gpu-logs.tar.gz" -C "$WORK" rows logs 2>/dev/null
+    fi
+    echo "gpu.sh: tables done in ${SECONDS}s (extract \$OUT/tables.tar.gz into docs/gpu/ and commit); steps:"
+    cat "$STEPS"
+    ! grep -qv $'\tok$' "$STEPS" || return 3
+}
+
 # --- the model: SmolLM2's weights if they load here, else its architecture with random weights --------
 MODEL=${GPU_MODEL:-smollm2}
 PARTS=/tmp/ropelab-gpu-pack  # where the first call of a two-call run leaves the first half
@@ -143,6 +195,11 @@ if 'gguf_file' in resolve(sys.argv[1]):
     echo "gpu.sh: SmolLM2 weights not loadable here ($(tail -1 "$WORK/logs/model-check.log")); random weights"
     MODEL="$WORK/smollm2-random"
     RANDOM_FLAG=(--random-weights)
+fi
+if [ "$JOB" = tables ]; then
+    [ ${#RANDOM_FLAG[@]} -eq 0 ] || die "the tables job needs SmolLM2's weights (see benchmarks/gpu_pack.sh); none loadable here"
+    run_tables
+    exit $?
 fi
 step prepare 90 "$PY" benchmarks/gpu_bench.py prepare "$WORK" ${RANDOM_FLAG[@]+"${RANDOM_FLAG[@]}"}
 CORPUS="$WORK/corpus"

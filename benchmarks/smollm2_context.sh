@@ -9,6 +9,7 @@
 # loss at 8k (the best it can do inside its trained window).
 #
 #   bash benchmarks/smollm2_context.sh [OUT]      # default OUT: runs/smollm2-context
+#   DOCS=1 THREADS=1 bash benchmarks/smollm2_context.sh OUT   # the first document of each corpus only
 #
 # Resumable: each (method, document) unit is appended when done; rerun the same command after an
 # interruption. Cost on the 2-core CPU of this project: about 18 CPU-minutes per unit with one thread
@@ -23,7 +24,7 @@ METHODS="none,ntk(factor=4),yarn(factor=4),dynamic,self-extend(group=4,window=10
 for corpus in stdlib pydoc; do
     name=$([ "$corpus" = stdlib ] && echo code || echo english)
     start=$SECONDS
-    "$PY" -m ropelab eval --model smollm2 --corpus "$corpus" --docs 2 --score-last 256 \
+    "$PY" -m ropelab eval --model smollm2 --corpus "$corpus" --docs "${DOCS:-2}" --score-last 256 \
         --lengths 4k,8k,16k,32k --method "$METHODS" --baseline none ${THREADS:+--threads "$THREADS"} \
         --out "$OUT/$name"
     echo "smollm2_context.sh: $corpus done in $((SECONDS - start)) s (this call)"

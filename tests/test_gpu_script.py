@@ -30,9 +30,9 @@ def _module(name: str):
     return module
 
 
-def _run(env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
     )
 
 
@@ -57,6 +57,17 @@ def test_no_nvidia_smi_is_one_line() -> None:
     if shutil.which("nvidia-smi", path=path):
         pytest.skip("this machine has nvidia-smi")
     _one_line(_run({"PATH": path, "HOME": os.environ.get("HOME", "/tmp")}), "nvidia-smi not found")
+
+
+@pytest.mark.parametrize("args", [("nonsense",), ("tables", "scale")])
+def test_bad_job_is_one_line_before_any_check(args: tuple[str, ...]) -> None:
+    fragment = "unknown job 'nonsense'" if args == ("nonsense",) else "one job at a time"
+    _one_line(_run({"PATH": "/usr/bin:/bin"}, *args), fragment)
+
+
+def test_tables_job_without_a_gpu_is_one_line(tmp_path: Path) -> None:
+    bin_dir = _fake_nvidia_smi(tmp_path / "bin", "")
+    _one_line(_run({"PATH": f"{bin_dir}:/usr/bin:/bin"}, "tables"), "lists no GPU")
 
 
 def test_nvidia_smi_without_a_gpu_is_one_line(tmp_path: Path) -> None:
