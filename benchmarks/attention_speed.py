@@ -9,7 +9,8 @@ Three measurements, each a ratio of variants interleaved in one run (:func:`comm
 
 * model: a SmolLM2 forward (float32, ``use_cache=False``) over ``--length`` tokens (default 16384; a
   fixed random token sequence, timing only) with native RoPE (``none``), ``self-extend`` and ``rerope``
-  at the model's default windows (``--trials`` rounds, default 2, after one warm-up round at 1024).
+  at the model's default windows, and ``dynamic`` (frequencies of the current length, applied inside
+  ropelab's attention function) (``--trials`` rounds, default 2, after one warm-up round at 1024).
   Target: each method <= 1.5x native.
 * attention alone: ``self_extend_attention`` on SmolLM2-shaped tensors (9 heads, 3 KV heads, head_dim 64)
   at ``--micro-lengths``: the merged path against the old blockwise engine (``block_size`` given) and
@@ -40,6 +41,9 @@ HEADS, KV_HEADS, HEAD_DIM = 9, 3, 64  # SmolLM2-135M
 TARGET = "<= 1.5"
 MEMORY_TARGET = "<= 0.25"
 METHODS = ("self-extend", "rerope")
+#: frequency methods that run through ropelab's attention function (hf/attention.py) rather than
+#: transformers' rotary module: its plain-causal prefill must cost what native attention costs
+ROUTE_METHODS = ("dynamic",)
 
 
 def tensors(length: int, seed: int = 0):
@@ -156,18 +160,23 @@ def model_rows(length: int, trials: int, clock: str = "wall") -> list[Row]:
 
         return call
 
-    names = ("none", *METHODS)
+    names = ("none", *METHODS, *ROUTE_METHODS)
     measure({m: forward(m, ids[:, :1024]) for m in names}, repeats=1, warmup=0)  # warm-up round
     times = measure({m: forward(m, ids) for m in names}, repeats=trials, warmup=0, clock=clock)
     ms = " ".join(f"{n}={median_ms(times, n):.0f}" for n in times)
     threads = torch.get_num_threads()
     timed = f"{threads} thread{'s' if threads > 1 else ''}, {'CPU' if clock == 'cpu' else 'wall'} time"
     rows = []
-    for method in METHODS:
+    for method in (*METHODS, *ROUTE_METHODS):
         resolved = make_extension(model.config, method).resolved()
+        title = (
+            "SmolLM2 forward: attention-level method / native RoPE (time ratio)"
+            if method in METHODS
+            else "SmolLM2 forward: frequency method in ropelab's attention route / native RoPE (time ratio)"
+        )
         rows.append(
             row(
-                "SmolLM2 forward: attention-level method / native RoPE (time ratio)",
+                title,
                 f"L={length} {method} / none",
                 ratio(times, method, "none"),
                 TARGET,

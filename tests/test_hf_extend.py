@@ -287,3 +287,33 @@ def test_gemma3_extend_layer_types_option_and_refusals() -> None:
         extend(model, "dynamic", factor=2.0)
     with pytest.raises(RopeConfigError, match="only for models with a RoPE per layer type"):
         extend(tiny("llama"), "linear", factor=2.0, layer_types=["full_attention"])
+
+
+@pytest.mark.parametrize("method", ["dynamic", "yarn"])
+def test_attention_route_takes_the_causal_kernel_with_the_same_numbers(method: str) -> None:
+    """Without a mask from transformers (a plain causal prefill) ropelab's attention function calls SDPA
+    with ``is_causal`` instead of building an ``[s_q, s_k]`` mask: the same output (bit for bit on the
+    CPU kernels); a decode step needs no mask; positions that are not strictly increasing keep the mask."""
+    from types import SimpleNamespace
+
+    from ropelab.hf.attention import _plain_causal, make_attention
+    from ropelab.hf.extend import make_extension
+
+    ext = make_extension(tiny("llama").config, method, factor=4.0, log_n=method == "yarn")
+    g = torch.Generator().manual_seed(0)
+    n = 3 * TRAINED
+    q, k, v = (torch.randn(2, h, n, 16, generator=g) for h in (4, 2, 2))
+    pos = torch.arange(n).expand(2, n)
+    layer = SimpleNamespace(layer_idx=0)
+    explicit = (pos[:, None, :] <= pos[:, :, None])[:, None]
+    fast, _ = make_attention(ext)(layer, q, k, v, None, position_ids=pos)
+    slow, _ = make_attention(ext)(layer, q, k, v, explicit, position_ids=pos)
+    assert torch.equal(fast, slow)
+    assert _plain_causal(pos, pos) and not _plain_causal(pos[:, :1], pos[:, :1])
+    skipped = torch.cat((torch.arange(n // 2), torch.arange(n // 2) + 5 * TRAINED)).expand(2, n)  # PoSE-like
+    assert _plain_causal(skipped, skipped)
+    assert not _plain_causal(torch.zeros(2, n, dtype=torch.long), torch.zeros(2, n, dtype=torch.long))
+    attend = make_attention(ext)  # prefill n - 1 tokens, then one decode step: no mask, the same output
+    attend(layer, q[:, :, :-1], k[:, :, :-1], v[:, :, :-1], None, position_ids=pos[:, :-1])
+    step, _ = attend(layer, q[:, :, -1:], k, v, None, position_ids=pos[:, -1:])
+    assert torch.allclose(step, fast[:, -1:], atol=1e-6)
