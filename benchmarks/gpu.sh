@@ -25,8 +25,8 @@
 #             task at 2k-16k, depth 0.5, 20 trials per cell                        (<= 380)
 #   keytokens ropelab eval --key-tokens 1k at 2k-16k, 8 stdlib documents, the key tokens found by
 #             YaRN s=4 (the unmodified model fails beyond 8k)                       (<= 100)
-#   context   benchmarks/smollm2_context.sh's sweep (8 methods, 4k-32k, last 256 tokens) on 4 documents
-#             of each corpus                                                         (the time left)
+#   context   benchmarks/smollm2_context.sh (8 methods, 4k-32k, the last 256 tokens) on 4 documents of
+#             each corpus                                                            (the time left)
 # Output: the run folders under $GPU_WORK/tables and, when $OUT is set, $OUT/tables.tar.gz (one file: the
 # plots' names hold parentheses, which a device call may not bring back): `tar -xzf FILES_AT/tables.tar.gz
 # -C docs/gpu --strip-components 1` and commit; `ropelab report docs/gpu/tasks` prints the tables again.
@@ -141,12 +141,11 @@ step() {
 
 # --- job tables: resumable result runs, seeded from docs/gpu/, copied to $OUT/tables -------------------
 TASK_METHODS="none,yarn(factor=2),yarn(factor=4),dynamic,self-extend(group=4,window=1024),rerope+log-n"
-CONTEXT_METHODS="none,ntk(factor=4),yarn(factor=4),dynamic,self-extend(group=4,window=1024),self-extend(group=8,window=2048),rerope+log-n,leaky-rerope"
 run_tables() {
     local tables="$WORK/tables" name
     rm -rf "$tables"
     mkdir -p "$tables"
-    for name in tasks key-tokens context-code context-english; do
+    for name in tasks key-tokens context/code context/english; do
         mkdir -p "$tables/$name"
         [ -d "docs/gpu/$name" ] && cp -r "docs/gpu/$name/." "$tables/$name/"
     done
@@ -155,10 +154,8 @@ run_tables() {
         --depths 0.5 --trials 20 --batch-size 20 --out "$tables/tasks"
     step keytokens 100 "$PY" -m ropelab eval "${on[@]}" --method "$TASK_METHODS" --lengths 2k,4k,8k,16k \
         --docs 8 --key-tokens 1k --baseline "yarn(factor=4)" --out "$tables/key-tokens"
-    step context-code 120 "$PY" -m ropelab eval "${on[@]}" --corpus stdlib --docs 4 --score-last 256 \
-        --lengths 4k,8k,16k,32k --method "$CONTEXT_METHODS" --baseline none --out "$tables/context-code"
-    step context-english 120 "$PY" -m ropelab eval "${on[@]}" --corpus pydoc --docs 4 --score-last 256 \
-        --lengths 4k,8k,16k,32k --method "$CONTEXT_METHODS" --baseline none --out "$tables/context-english"
+    step context 240 env PYTHON="$PY" MODEL="$MODEL" DOCS=4 EVAL_FLAGS="--device cuda --dtype bf16 --quiet" \
+        bash benchmarks/smollm2_context.sh "$tables/context"
     if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
         tar -czf "$OUT/tables.tar.gz" -C "$WORK" tables
         tar -czf "$OUT/gpu-logs.tar.gz" -C "$WORK" rows logs 2>/dev/null

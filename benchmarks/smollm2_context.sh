@@ -10,6 +10,8 @@
 #
 #   bash benchmarks/smollm2_context.sh [OUT]      # default OUT: runs/smollm2-context
 #   DOCS=1 THREADS=1 bash benchmarks/smollm2_context.sh OUT   # the first document of each corpus only
+#   MODEL=FILE.gguf DOCS=4 EVAL_FLAGS="--device cuda --dtype bf16" bash benchmarks/smollm2_context.sh OUT
+#                                                            # (what `benchmarks/gpu.sh tables` runs)
 #
 # Resumable: each (method, document) unit is appended when done; rerun the same command after an
 # interruption. Cost on the 2-core CPU of this project: about 18 CPU-minutes per unit with one thread
@@ -24,8 +26,9 @@ METHODS="none,ntk(factor=4),yarn(factor=4),dynamic,self-extend(group=4,window=10
 for corpus in stdlib pydoc; do
     name=$([ "$corpus" = stdlib ] && echo code || echo english)
     start=$SECONDS
-    "$PY" -m ropelab eval --model smollm2 --corpus "$corpus" --docs "${DOCS:-2}" --score-last 256 \
+    # shellcheck disable=SC2086  # EVAL_FLAGS: several flags, split on purpose
+    "$PY" -m ropelab eval --model "${MODEL:-smollm2}" --corpus "$corpus" --docs "${DOCS:-2}" --score-last 256 \
         --lengths 4k,8k,16k,32k --method "$METHODS" --baseline none ${THREADS:+--threads "$THREADS"} \
-        --out "$OUT/$name"
+        ${EVAL_FLAGS:-} --out "$OUT/$name"
     echo "smollm2_context.sh: $corpus done in $((SECONDS - start)) s (this call)"
 done
