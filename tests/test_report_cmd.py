@@ -157,3 +157,20 @@ def test_the_readme_lab_and_finetune_tables_are_rendered_from_the_committed_resu
     assert _tables(encodings)[0] in readme
     finetune = _tables(render_results([ROOT / "docs" / "finetune"]).text)
     assert len(finetune) == 1 and finetune[0] in readme
+
+
+def test_the_readme_context_tables_are_rendered_from_the_committed_results() -> None:
+    """`ropelab report docs/smollm2-context/code` and `.../english` (issue 13's 32k measurement): the
+    README's two same-tokens tables are what the renderer prints from the committed rows, byte for byte,
+    with all eight methods at 4k-32k."""
+    readme = (ROOT / "README.md").read_text()
+    for corpus in ("code", "english"):
+        rows = [
+            r
+            for r in read_results([ROOT / "docs" / "smollm2-context" / corpus])
+            if r.get("command") == "eval"
+        ]
+        assert len({r["label"] for r in rows}) == 8
+        table = eval_tables(rows)["last"]
+        assert "| 32768 " in table.splitlines()[0]
+        assert table in readme, f"the {corpus} table rendered from docs/smollm2-context is not in README.md"
