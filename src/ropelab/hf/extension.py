@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ropelab.errors import RopeConfigError
-from ropelab.rope.core import Rope
+from ropelab.rope.core import Rope, check_precision
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,7 @@ class Extension:
     precision: str = "float64"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("float64", "float32"):
-            raise RopeConfigError(f"precision must be 'float64' or 'float32', got {self.precision!r}")
+        check_precision(self.precision)
 
     def resolved(self) -> dict[str, Any]:
         """Every parameter the method runs with, the defaults filled in (what results rows record).

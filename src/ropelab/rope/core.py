@@ -42,6 +42,14 @@ _ANGLE_DTYPE = torch.float64
 #: cos_sin computes requests of at most this many positions directly (a decode step): as fast as a table
 #: lookup, and it leaves the table alone. Larger requests go through the cache.
 _DIRECT_BELOW = 32
+#: the arithmetic of cos/sin angles: float64 (the exact table) or float32 (transformers' own)
+PRECISIONS = ("float64", "float32")
+
+
+def check_precision(precision: str) -> None:
+    """Refuse an angle precision other than :data:`PRECISIONS` with a one-line error."""
+    if precision not in PRECISIONS:
+        raise RopeConfigError(f"precision must be 'float64' or 'float32', got {precision!r}")
 
 
 class Rope:
@@ -215,8 +223,7 @@ class Rope:
         ``cache=False`` bit for bit.
         The returned tensors are always new (never views of the cache).
         """
-        if precision not in ("float64", "float32"):
-            raise RopeConfigError(f"precision must be 'float64' or 'float32', got {precision!r}")
+        check_precision(precision)
         positions = torch.as_tensor(position_ids)
         if positions.is_floating_point() or positions.is_complex():
             if not torch.isfinite(positions).all():
